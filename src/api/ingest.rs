@@ -1,0 +1,354 @@
+//! `IngestService`: unary, batch and bidirectional-stream ingest.
+
+use std::pin::Pin;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{now_millis, status, Shared};
+use crate::domain::validate::{self, Context, FieldViolation};
+use crate::domain::Event;
+use crate::engine::{Outcome, PendingOutcomes};
+use crate::error::Error;
+use crate::proto::{
+    self, ingest_service_server::IngestService, EventError, EventResult, EventStatus,
+    RecordBatchRequest, RecordBatchResponse, RecordEventResponse, RecordInteractionRequest,
+    RecordSurveyRequest, StreamEventsRequest,
+};
+
+/// Stream messages read and validated together, then submitted as one
+/// engine command.
+const STREAM_CHUNK: usize = 512;
+/// Submitted chunks a stream may have waiting for their commit.
+const STREAM_PIPELINE: usize = 64;
+
+pub struct IngestApi {
+    shared: Shared,
+}
+
+impl IngestApi {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
+    async fn record_one(
+        &self,
+        validated: Result<Event, Vec<FieldViolation>>,
+    ) -> Result<Response<RecordEventResponse>, Status> {
+        let event = validated.map_err(Error::InvalidArgument)?;
+        let outcome = self
+            .shared
+            .engine
+            .ingest(vec![event])
+            .await?
+            .into_iter()
+            .next();
+        match outcome {
+            Some(Outcome::Accepted(sequence)) => Ok(Response::new(RecordEventResponse {
+                sequence,
+                duplicate: false,
+            })),
+            Some(Outcome::Duplicate(sequence)) => Ok(Response::new(RecordEventResponse {
+                sequence,
+                duplicate: true,
+            })),
+            Some(Outcome::Rejected(e)) => Err(e.into()),
+            None => Err(Status::internal("the engine returned no outcome")),
+        }
+    }
+}
+
+/// Validates wire events; the valid ones are returned for the engine, the
+/// invalid ones already have their result.
+fn validate_all(
+    events: &[proto::Event],
+    first_index: u64,
+    field_prefix: Option<&str>,
+    ctx: &Context,
+) -> (Vec<Event>, Vec<Option<EventResult>>) {
+    let mut valid = Vec::with_capacity(events.len());
+    let mut results = Vec::with_capacity(events.len());
+    for (offset, wire) in events.iter().enumerate() {
+        let index = first_index + offset as u64;
+        let prefix = field_prefix.map_or(String::new(), |p| format!("{p}[{offset}]"));
+        match validate::event(wire, ctx, &prefix) {
+            Ok(event) => {
+                valid.push(event);
+                results.push(None);
+            }
+            Err(violations) => results.push(Some(rejected(
+                index,
+                validate::event_id(wire),
+                &Error::InvalidArgument(violations),
+            ))),
+        }
+    }
+    (valid, results)
+}
+
+/// Fills the open slots of `results` with the engine's outcomes, in order.
+fn merge(
+    results: Vec<Option<EventResult>>,
+    events: &[proto::Event],
+    first_index: u64,
+    outcomes: Vec<Outcome>,
+) -> Vec<EventResult> {
+    let mut outcomes = outcomes.into_iter();
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(offset, slot)| {
+            slot.unwrap_or_else(|| {
+                let index = first_index + offset as u64;
+                let id = validate::event_id(&events[offset]);
+                match outcomes.next() {
+                    Some(outcome) => result(index, id, outcome),
+                    None => rejected(
+                        index,
+                        id,
+                        &Error::Unavailable("no outcome from the engine".into()),
+                    ),
+                }
+            })
+        })
+        .collect()
+}
+
+fn result(index: u64, event_id: &str, outcome: Outcome) -> EventResult {
+    let (status, sequence) = match outcome {
+        Outcome::Accepted(seq) => (EventStatus::Accepted, seq),
+        Outcome::Duplicate(seq) => (EventStatus::Duplicate, seq),
+        Outcome::Rejected(e) => return rejected(index, event_id, &e),
+    };
+    EventResult {
+        index,
+        event_id: event_id.to_string(),
+        status: status.into(),
+        sequence,
+        error: None,
+    }
+}
+
+fn rejected(index: u64, event_id: &str, error: &Error) -> EventResult {
+    let reason = match error {
+        Error::InvalidArgument(v) => v
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Error::ResourceExhausted { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    EventResult {
+        index,
+        event_id: event_id.to_string(),
+        status: EventStatus::Rejected.into(),
+        sequence: 0,
+        error: Some(EventError {
+            code: status::code(error) as i32,
+            field: error.field().to_string(),
+            reason,
+        }),
+    }
+}
+
+type ResultStream = Pin<Box<dyn futures_util::Stream<Item = Result<EventResult, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl IngestService for IngestApi {
+    async fn record_survey(
+        &self,
+        request: Request<RecordSurveyRequest>,
+    ) -> Result<Response<RecordEventResponse>, Status> {
+        let Some(survey) = request.into_inner().survey else {
+            return Err(Error::invalid("survey", "is required").into());
+        };
+        let dimensions = self.shared.engine.dimensions().snapshot();
+        let ctx = Context {
+            now: now_millis(),
+            dimensions: &dimensions,
+        };
+        self.record_one(validate::survey(&survey, &ctx, "survey"))
+            .await
+    }
+
+    async fn record_interaction(
+        &self,
+        request: Request<RecordInteractionRequest>,
+    ) -> Result<Response<RecordEventResponse>, Status> {
+        let Some(interaction) = request.into_inner().interaction else {
+            return Err(Error::invalid("interaction", "is required").into());
+        };
+        let dimensions = self.shared.engine.dimensions().snapshot();
+        let ctx = Context {
+            now: now_millis(),
+            dimensions: &dimensions,
+        };
+        self.record_one(validate::interaction(&interaction, &ctx, "interaction"))
+            .await
+    }
+
+    async fn record_batch(
+        &self,
+        request: Request<RecordBatchRequest>,
+    ) -> Result<Response<RecordBatchResponse>, Status> {
+        let events = request.into_inner().events;
+        let max = self.shared.config.ingest.max_batch_events;
+        if events.is_empty() {
+            return Err(Error::invalid("events", "must not be empty").into());
+        }
+        if events.len() > max {
+            return Err(Error::invalid(
+                "events",
+                format!("at most {max} events per batch, got {}", events.len()),
+            )
+            .into());
+        }
+        let dimensions = self.shared.engine.dimensions().snapshot();
+        let ctx = Context {
+            now: now_millis(),
+            dimensions: &dimensions,
+        };
+        let (valid, results) = validate_all(&events, 0, Some("events"), &ctx);
+        let outcomes = if valid.is_empty() {
+            Vec::new()
+        } else {
+            self.shared.engine.ingest(valid).await?
+        };
+        Ok(Response::new(RecordBatchResponse {
+            results: merge(results, &events, 0, outcomes),
+        }))
+    }
+
+    type StreamEventsStream = ResultStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<Streaming<StreamEventsRequest>>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let inbound = request.into_inner();
+        let (pending_tx, pending_rx) = mpsc::channel(STREAM_PIPELINE);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_CHUNK * 2);
+        tokio::spawn(read_stream(self.shared.clone(), inbound, pending_tx));
+        tokio::spawn(answer_stream(pending_rx, out_tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+/// What the reader hands the answerer, in stream order.
+enum StreamItem {
+    Chunk(PendingChunk),
+    /// End the response stream with this status once everything before it
+    /// is answered.
+    End(Status),
+}
+
+/// A chunk of stream events waiting for its commit.
+struct PendingChunk {
+    first_index: u64,
+    events: Vec<proto::Event>,
+    results: Vec<Option<EventResult>>,
+    outcomes: Option<PendingOutcomes>,
+}
+
+/// Reads the producer's stream in chunks of whatever has arrived, validates
+/// and submits each chunk without waiting for the previous commit.
+async fn read_stream(
+    shared: Shared,
+    inbound: Streaming<StreamEventsRequest>,
+    pending: mpsc::Sender<StreamItem>,
+) {
+    let mut chunks = inbound.ready_chunks(STREAM_CHUNK);
+    let mut next_index = 0u64;
+    loop {
+        let chunk = tokio::select! {
+            chunk = chunks.next() => chunk,
+            () = shared.shutdown.cancelled() => {
+                let status = Status::unavailable(
+                    "server shutting down; reconnect and resend unacknowledged events",
+                );
+                let _ = pending.send(StreamItem::End(status)).await;
+                return;
+            }
+        };
+        let Some(chunk) = chunk else { return };
+        let mut events = Vec::with_capacity(chunk.len());
+        let mut stream_error = None;
+        for message in chunk {
+            match message {
+                Ok(m) => events.push(m.event.unwrap_or_default()),
+                Err(status) => {
+                    stream_error = Some(status);
+                    break;
+                }
+            }
+        }
+        if !events.is_empty() {
+            let dimensions = shared.engine.dimensions().snapshot();
+            let ctx = Context {
+                now: now_millis(),
+                dimensions: &dimensions,
+            };
+            let (valid, results) = validate_all(&events, next_index, None, &ctx);
+            let first_index = next_index;
+            next_index += events.len() as u64;
+            let outcomes = if valid.is_empty() {
+                None
+            } else {
+                match shared.engine.submit(valid).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        let _ = pending.send(StreamItem::End(e.into())).await;
+                        return;
+                    }
+                }
+            };
+            let chunk = PendingChunk {
+                first_index,
+                events,
+                results,
+                outcomes,
+            };
+            if pending.send(StreamItem::Chunk(chunk)).await.is_err() {
+                return; // the client went away
+            }
+        }
+        if let Some(status) = stream_error {
+            tracing::debug!(%status, "ingest stream ended by the client");
+            return;
+        }
+    }
+}
+
+/// Sends results in stream order, each chunk once it is durable.
+async fn answer_stream(
+    mut pending: mpsc::Receiver<StreamItem>,
+    out: mpsc::Sender<Result<EventResult, Status>>,
+) {
+    while let Some(item) = pending.recv().await {
+        let chunk = match item {
+            StreamItem::Chunk(chunk) => chunk,
+            StreamItem::End(status) => {
+                let _ = out.send(Err(status)).await;
+                return;
+            }
+        };
+        let outcomes = match chunk.outcomes {
+            Some(p) => match p.wait().await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    let _ = out.send(Err(e.into())).await;
+                    return;
+                }
+            },
+            None => Vec::new(),
+        };
+        for result in merge(chunk.results, &chunk.events, chunk.first_index, outcomes) {
+            if out.send(Ok(result)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

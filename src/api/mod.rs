@@ -1,0 +1,37 @@
+//! Thin tonic handlers: decode, validate, call the engine or read the
+//! store, encode. Errors become statuses in `status` only.
+
+mod config_service;
+mod convert;
+mod ingest;
+mod score;
+pub mod status;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use config_service::ConfigApi;
+pub use ingest::IngestApi;
+pub use score::ScoreApi;
+
+use crate::config::Config;
+use crate::engine::EngineHandle;
+use crate::store::Store;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub engine: EngineHandle,
+    pub store: Store,
+    pub config: Arc<Config>,
+    /// Cancelled at shutdown: open streams finish their acks and end.
+    pub shutdown: CancellationToken,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,202 @@
+//! Layered configuration: built-in defaults, then the TOML file given with
+//! `--config`, then `GAPWATCH__SECTION__KEY` environment variables (e.g.
+//! `GAPWATCH__SERVER__LISTEN=0.0.0.0:50051`), then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineOptions;
+use crate::scoring::Params;
+use crate::store::StoreOptions;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub ingest: IngestConfig,
+    pub scoring: Params,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// How long shutdown waits for in-flight requests and streams.
+    pub shutdown_timeout_secs: u64,
+    /// Largest request message accepted, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            shutdown_timeout_secs: 10,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The sled data directory (one process per directory).
+    pub data_dir: PathBuf,
+    /// sled page cache in MiB.
+    pub cache_capacity_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            cache_capacity_mb: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most events in one RecordBatch request.
+    pub max_batch_events: usize,
+    /// Distinct values allowed per attribute key; past it events are
+    /// refused with RESOURCE_EXHAUSTED.
+    pub max_distinct_values_per_key: u64,
+    /// Most events the writer applies in one group commit.
+    pub max_commit_events: usize,
+    /// Requests queued for the writer before callers wait.
+    pub queue_capacity: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 10_000,
+            max_distinct_values_per_key: 10_000,
+            max_commit_events: 8_192,
+            queue_capacity: 1_024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` env-filter directives; `RUST_LOG` wins when set.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The environment variable prefix; sections and keys are separated by `__`.
+pub const ENV_PREFIX: &str = "GAPWATCH__";
+
+impl Config {
+    /// Defaults, then `file` (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.scoring.validate().map_err(anyhow::Error::msg)?;
+        let i = &self.ingest;
+        if i.max_batch_events == 0 || i.max_commit_events == 0 || i.queue_capacity == 0 {
+            anyhow::bail!(
+                "ingest.max_batch_events, max_commit_events and queue_capacity must be positive"
+            );
+        }
+        if self.storage.cache_capacity_mb == 0 {
+            anyhow::bail!("storage.cache_capacity_mb must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            cache_capacity: self.storage.cache_capacity_mb * 1024 * 1024,
+        }
+    }
+
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            max_batch_events: self.ingest.max_commit_events,
+            queue_capacity: self.ingest.queue_capacity,
+            max_distinct_values_per_key: self.ingest.max_distinct_values_per_key,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gapwatch.toml",
+                "[server]\nlisten = \"0.0.0.0:6000\"\n[scoring]\nhalf_life_days = 14.0\n",
+            )?;
+            jail.set_env("GAPWATCH__SCORING__HALF_LIFE_DAYS", "7");
+            jail.set_env("GAPWATCH__INGEST__MAX_BATCH_EVENTS", "500");
+            let config =
+                Config::load(Some(Path::new("gapwatch.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen, "0.0.0.0:6000".parse().unwrap());
+            assert_eq!(config.scoring.half_life_days, 7.0);
+            assert_eq!(config.ingest.max_batch_events, 500);
+            assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[server]\nlisen = \"x\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+            jail.create_file("neg.toml", "[scoring]\nhalf_life_days = -1.0\n")?;
+            let err = Config::load(Some(Path::new("neg.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("half_life_days"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,368 @@
+//! The writer loop and one group commit. A batch loads the state it touches
+//! from the store into a working set, applies every event in order, writes
+//! the working set back in one atomic sled batch, flushes, and only then
+//! answers the callers.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio::sync::mpsc;
+
+use super::{Command, Dimensions, EngineOptions, Outcome};
+use crate::domain::{DimensionSpec, Event};
+use crate::error::{Error, Result};
+use crate::scoring::{CustomerState, Params, ScopeState, Target, ValueHistogram};
+use crate::store::{Store, WriteBatch};
+
+pub(super) struct Writer {
+    store: Store,
+    params: Params,
+    options: EngineOptions,
+    dimensions: Dimensions,
+    next_sequence: u64,
+    histogram: ValueHistogram,
+    /// Set when a commit failed: from then on nothing is accepted, because
+    /// sled may hold writes that were never made durable.
+    failed: Option<String>,
+}
+
+enum Reply {
+    /// The sender, the outcomes, and how many events were sent.
+    Ingest(
+        tokio::sync::oneshot::Sender<Vec<Outcome>>,
+        Vec<Outcome>,
+        usize,
+    ),
+    Dimension(tokio::sync::oneshot::Sender<Result<()>>, DimensionSpec),
+}
+
+impl Writer {
+    pub(super) fn new(
+        store: Store,
+        params: Params,
+        options: EngineOptions,
+        dimensions: Dimensions,
+    ) -> Result<Self> {
+        Ok(Self {
+            next_sequence: store.last_sequence()? + 1,
+            histogram: store.histogram()?,
+            store,
+            params,
+            options,
+            dimensions,
+            failed: None,
+        })
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut stopping = false;
+        while let Some(first) = rx.blocking_recv() {
+            let mut commands = Vec::new();
+            let mut events = 0;
+            let mut next = Some(first);
+            while let Some(command) = next {
+                if matches!(command, Command::Stop) {
+                    // No new sends from now on; what is buffered still
+                    // arrives through try_recv/blocking_recv below.
+                    rx.close();
+                    stopping = true;
+                } else {
+                    events += command.events();
+                    commands.push(command);
+                }
+                next = if events < self.options.max_batch_events {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.process(commands);
+        }
+        if stopping {
+            tracing::info!(
+                next_sequence = self.next_sequence,
+                "writer drained and stopped"
+            );
+        }
+    }
+
+    fn process(&mut self, commands: Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
+        if let Some(reason) = &self.failed {
+            fail_all(commands, reason);
+            return;
+        }
+        let mut txn = Txn::new(&self.store, &self.histogram, self.next_sequence);
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut result = Ok(());
+        for command in commands {
+            match command {
+                Command::Ingest { events, reply } => {
+                    let mut outcomes = Vec::with_capacity(events.len());
+                    for event in &events {
+                        match txn.apply(event, &self.params, &self.options) {
+                            Ok(outcome) => outcomes.push(outcome),
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    replies.push(Reply::Ingest(reply, outcomes, events.len()));
+                }
+                Command::PutDimension { spec, reply } => {
+                    if let Err(e) = txn.batch.put_dimension(&spec) {
+                        result = Err(e.into());
+                    }
+                    replies.push(Reply::Dimension(reply, spec));
+                }
+                Command::Stop => {}
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = result.and_then(|()| {
+            let (batch, histogram, next_sequence) = txn.finish()?;
+            let span = tracing::debug_span!("commit", next_sequence);
+            let _guard = span.enter();
+            self.store.commit(batch)?;
+            self.histogram = histogram;
+            self.next_sequence = next_sequence;
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                for reply in replies {
+                    match reply {
+                        Reply::Ingest(tx, outcomes, _) => {
+                            let _ = tx.send(outcomes);
+                        }
+                        Reply::Dimension(tx, spec) => {
+                            self.dimensions.insert(spec);
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = format!("storage failed; restart the service: {e}");
+                tracing::error!(error = %e, "group commit failed; refusing further writes");
+                for reply in replies {
+                    match reply {
+                        Reply::Ingest(tx, _, count) => {
+                            let _ = tx.send(unavailable(count, &reason));
+                        }
+                        Reply::Dimension(tx, _) => {
+                            let _ = tx.send(Err(Error::Unavailable(reason.clone())));
+                        }
+                    }
+                }
+                self.failed = Some(reason);
+            }
+        }
+    }
+}
+
+fn fail_all(commands: Vec<Command>, reason: &str) {
+    for command in commands {
+        match command {
+            Command::Ingest { events, reply } => {
+                let _ = reply.send(unavailable(events.len(), reason));
+            }
+            Command::PutDimension { reply, .. } => {
+                let _ = reply.send(Err(Error::Unavailable(reason.to_string())));
+            }
+            Command::Stop => {}
+        }
+    }
+}
+
+fn unavailable(count: usize, reason: &str) -> Vec<Outcome> {
+    (0..count)
+        .map(|_| Outcome::Rejected(Error::Unavailable(reason.to_string())))
+        .collect()
+}
+
+/// The working set of one group commit.
+struct Txn<'a> {
+    store: &'a Store,
+    batch: WriteBatch,
+    next_sequence: u64,
+    histogram: ValueHistogram,
+    histogram_changed: bool,
+    customers: HashMap<String, CustomerState>,
+    scopes: HashMap<String, Option<ScopeState>>,
+    new_members: HashSet<(String, String)>,
+    attribute_values: HashMap<String, u64>,
+    new_attribute_values: HashSet<String>,
+    new_ids: HashMap<String, u64>,
+}
+
+impl<'a> Txn<'a> {
+    fn new(store: &'a Store, histogram: &ValueHistogram, next_sequence: u64) -> Self {
+        Self {
+            store,
+            batch: WriteBatch::default(),
+            next_sequence,
+            histogram: histogram.clone(),
+            histogram_changed: false,
+            customers: HashMap::new(),
+            scopes: HashMap::new(),
+            new_members: HashSet::new(),
+            attribute_values: HashMap::new(),
+            new_attribute_values: HashSet::new(),
+            new_ids: HashMap::new(),
+        }
+    }
+
+    /// Applies one event. `Err` only for storage failures (the whole batch
+    /// is then abandoned); refusals are `Ok(Outcome::Rejected)`.
+    fn apply(
+        &mut self,
+        event: &Event,
+        params: &Params,
+        options: &EngineOptions,
+    ) -> Result<Outcome> {
+        if let Some(seq) = self.sequence_of(&event.id)? {
+            return Ok(Outcome::Duplicate(seq));
+        }
+        if let Some(rejection) = self.check_attribute_cap(event, options)? {
+            return Ok(Outcome::Rejected(rejection));
+        }
+        for (key, value) in &event.attributes {
+            let scope = crate::domain::scope_name(key, value);
+            if !self.scope_exists(&scope)? {
+                *self
+                    .attribute_values
+                    .get_mut(key)
+                    .expect("loaded by the cap check") += 1;
+                self.new_attribute_values.insert(key.clone());
+            }
+        }
+
+        let customer = self.customer(&event.customer)?;
+        let old_bucket = customer.value_bucket(params);
+        let updates = customer.apply(event, params);
+        let new_bucket = customer.value_bucket(params);
+        if old_bucket != new_bucket {
+            self.histogram.replace(old_bucket, new_bucket);
+            self.histogram_changed = true;
+        }
+
+        let event_scopes = event.scopes();
+        for scope in &event_scopes {
+            let member = (scope.clone(), event.customer.clone());
+            if !self.new_members.contains(&member)
+                && !self.store.is_member(scope, &event.customer)?
+            {
+                self.scope(scope)?.add_customer();
+                self.batch.put_member(scope, &event.customer);
+                self.new_members.insert(member);
+            }
+        }
+        for update in &updates {
+            let targets = match &update.target {
+                Target::EventScopes => &event_scopes,
+                Target::Scopes(scopes) => scopes,
+            };
+            for scope in targets {
+                self.scope(scope)?.apply(&update.op, params);
+            }
+        }
+
+        let seq = self.next_sequence;
+        self.next_sequence += 1;
+        self.batch.put_event(seq, event)?;
+        self.new_ids.insert(event.id.clone(), seq);
+        Ok(Outcome::Accepted(seq))
+    }
+
+    fn sequence_of(&self, id: &str) -> Result<Option<u64>> {
+        match self.new_ids.get(id) {
+            Some(seq) => Ok(Some(*seq)),
+            None => Ok(self.store.event_sequence(id)?),
+        }
+    }
+
+    /// Refuses an event that would add a value to an attribute key already
+    /// at its cap, before anything is changed.
+    fn check_attribute_cap(
+        &mut self,
+        event: &Event,
+        options: &EngineOptions,
+    ) -> Result<Option<Error>> {
+        for (key, value) in &event.attributes {
+            let scope = crate::domain::scope_name(key, value);
+            if self.scope_exists(&scope)? {
+                continue;
+            }
+            let count = match self.attribute_values.get(key) {
+                Some(count) => *count,
+                None => {
+                    let count = self.store.attribute_values(key)?;
+                    self.attribute_values.insert(key.clone(), count);
+                    count
+                }
+            };
+            if count >= options.max_distinct_values_per_key {
+                return Ok(Some(Error::ResourceExhausted {
+                    field: format!("attributes[{key}]"),
+                    reason: format!(
+                        "attribute key `{key}` already has {count} distinct values (limit {})",
+                        options.max_distinct_values_per_key
+                    ),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn scope_exists(&mut self, scope: &str) -> Result<bool> {
+        if let Some(state) = self.scopes.get(scope) {
+            return Ok(state.is_some());
+        }
+        let state = self.store.scope(scope)?;
+        let exists = state.is_some();
+        self.scopes.insert(scope.to_string(), state);
+        Ok(exists)
+    }
+
+    fn scope(&mut self, scope: &str) -> Result<&mut ScopeState> {
+        if !self.scopes.contains_key(scope) {
+            let state = self.store.scope(scope)?;
+            self.scopes.insert(scope.to_string(), state);
+        }
+        let slot = self.scopes.get_mut(scope).expect("inserted above");
+        Ok(slot.get_or_insert_with(ScopeState::default))
+    }
+
+    fn customer(&mut self, id: &str) -> Result<&mut CustomerState> {
+        if !self.customers.contains_key(id) {
+            let state = self.store.customer(id)?.unwrap_or_default();
+            self.customers.insert(id.to_string(), state);
+        }
+        Ok(self.customers.get_mut(id).expect("inserted above"))
+    }
+
+    /// Writes the working set into the batch.
+    fn finish(mut self) -> Result<(WriteBatch, ValueHistogram, u64)> {
+        for (id, state) in &self.customers {
+            self.batch.put_customer(id, state)?;
+        }
+        for (name, state) in &self.scopes {
+            if let Some(state) = state {
+                self.batch.put_scope(name, state)?;
+            }
+        }
+        for key in &self.new_attribute_values {
+            self.batch
+                .put_attribute_values(key, self.attribute_values[key])?;
+        }
+        if self.histogram_changed {
+            self.batch.put_histogram(&self.histogram)?;
+        }
+        Ok((self.batch, self.histogram, self.next_sequence))
+    }
+}

@@ -1,0 +1,106 @@
+//! Wiring: open the store, start the engine, serve gRPC until shutdown,
+//! then drain within a bound and stop the engine (which commits everything
+//! already queued).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::api::{ConfigApi, IngestApi, ScoreApi, Shared};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::proto::{
+    config_service_server::ConfigServiceServer, ingest_service_server::IngestServiceServer,
+    score_service_server::ScoreServiceServer,
+};
+use crate::store::Store;
+
+/// Runs gapwatch on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let data_dir = config.storage.data_dir.clone();
+    let store_options = config.store_options();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_options))
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", config.storage.data_dir.display()))?;
+    let engine = Engine::start(
+        store.clone(),
+        config.scoring.clone(),
+        config.engine_options(),
+    )?;
+    let token = CancellationToken::new();
+    let config = Arc::new(config);
+    let shared = Shared {
+        engine: engine.handle(),
+        store,
+        config: config.clone(),
+        shutdown: token.clone(),
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let max_message = config.server.max_message_bytes;
+    let ingest = IngestServiceServer::new(IngestApi::new(shared.clone()))
+        .max_decoding_message_size(max_message);
+    let score = ScoreServiceServer::new(ScoreApi::new(shared.clone()))
+        .max_decoding_message_size(max_message);
+    let config_api = ConfigServiceServer::new(ConfigApi::new(shared.clone()))
+        .max_decoding_message_size(max_message);
+    health.set_serving::<IngestServiceServer<IngestApi>>().await;
+    health.set_serving::<ScoreServiceServer<ScoreApi>>().await;
+    health.set_serving::<ConfigServiceServer<ConfigApi>>().await;
+
+    let address = listener.local_addr()?;
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ingest)
+        .add_service(score)
+        .add_service(config_api)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            token.clone().cancelled_owned(),
+        );
+    tokio::pin!(server);
+    tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "gapwatch serving");
+
+    tokio::select! {
+        result = &mut server => {
+            result?;
+        }
+        () = shutdown => {
+            tracing::info!("shutting down: draining requests and streams");
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            health.set_not_serving::<IngestServiceServer<IngestApi>>().await;
+            health.set_not_serving::<ScoreServiceServer<ScoreApi>>().await;
+            health.set_not_serving::<ConfigServiceServer<ConfigApi>>().await;
+            token.cancel();
+            let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!(?grace, "drain timed out; closing remaining connections"),
+            }
+        }
+    }
+    // Commits whatever handlers queued before they stopped.
+    engine.shutdown().await;
+    tracing::info!("gapwatch stopped");
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Value encoding: one schema-version byte, then postcard. A value written by
+//! a newer schema is refused rather than misread.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::StoreError;
+
+/// Bumped whenever a stored type changes incompatibly; see `Store::open`.
+pub const SCHEMA_VERSION: u8 = 1;
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![SCHEMA_VERSION];
+    postcard::to_io(value, &mut out).map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(out)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&SCHEMA_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| StoreError::Codec(e.to_string()))
+        }
+        Some((&found, _)) => Err(StoreError::Schema { found }),
+        None => Err(StoreError::Codec("empty value".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_other_versions() {
+        let bytes = encode(&(7u32, "x".to_string())).unwrap();
+        assert_eq!(bytes[0], SCHEMA_VERSION);
+        assert_eq!(decode::<(u32, String)>(&bytes).unwrap(), (7, "x".into()));
+        let mut newer = bytes.clone();
+        newer[0] = SCHEMA_VERSION + 1;
+        assert!(matches!(
+            decode::<(u32, String)>(&newer),
+            Err(StoreError::Schema { found }) if found == SCHEMA_VERSION + 1
+        ));
+        assert!(decode::<(u32, String)>(&[]).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The only code that touches sled. One tree, the key layout of `keys`,
+//! values in the versioned codec of `codec`, and group commit: a
+//! [`WriteBatch`] is applied atomically and flushed before anyone is told.
+
+pub mod codec;
+pub mod keys;
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::domain::{DimensionSpec, Event, DEFAULT_DIMENSIONS};
+use crate::scoring::{CustomerState, ScopeState, ValueHistogram};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage: undecodable value: {0}")]
+    Codec(String),
+    #[error(
+        "storage: value written by schema version {found}, this build reads version {}",
+        codec::SCHEMA_VERSION
+    )]
+    Schema { found: u8 },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Storage settings (`[storage]` in the config file).
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled page cache, bytes.
+    pub cache_capacity: u64,
+}
+
+/// A handle on the data dir. Cheap to clone; reads may happen from any
+/// task, writes only through [`Store::commit`] (the engine).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the data dir. sled locks the folder: a second
+    /// process on the same dir fails here.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity)
+            // The engine flushes after every group commit; no background
+            // flusher competes with it (concurrent flushes can deadlock).
+            .flush_every_ms(None)
+            .open()?;
+        let tree = db.open_tree("gapwatch")?;
+        let store = Self { db, tree };
+        store.initialise()?;
+        Ok(store)
+    }
+
+    /// Checks the schema of an existing dir; seeds a new one with the
+    /// default dimensions.
+    fn initialise(&self) -> Result<()> {
+        let schema_key = keys::with_prefix(keys::META, keys::META_SCHEMA);
+        match self.tree.get(&schema_key)? {
+            Some(v) => {
+                let _: u8 = codec::decode(&v)?;
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                for name in DEFAULT_DIMENSIONS {
+                    batch.put_dimension(&DimensionSpec::named(name))?;
+                }
+                batch.put(schema_key, &codec::SCHEMA_VERSION)?;
+                self.commit(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.tree.get(key)?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    pub fn customer(&self, id: &str) -> Result<Option<CustomerState>> {
+        self.get(&keys::with_prefix(keys::CUSTOMER, id))
+    }
+
+    pub fn scope(&self, name: &str) -> Result<Option<ScopeState>> {
+        self.get(&keys::with_prefix(keys::SCOPE, name))
+    }
+
+    pub fn histogram(&self) -> Result<ValueHistogram> {
+        Ok(self
+            .get(&keys::with_prefix(keys::META, keys::META_HISTOGRAM))?
+            .unwrap_or_default())
+    }
+
+    /// The sequence an event id was accepted under.
+    pub fn event_sequence(&self, event_id: &str) -> Result<Option<u64>> {
+        self.get(&keys::with_prefix(keys::EVENT_ID, event_id))
+    }
+
+    pub fn event(&self, seq: u64) -> Result<Option<Event>> {
+        self.get(&keys::event(seq))
+    }
+
+    /// The highest sequence in the event log (0 when empty).
+    pub fn last_sequence(&self) -> Result<u64> {
+        let last = self
+            .tree
+            .scan_prefix([keys::EVENT])
+            .next_back()
+            .transpose()?;
+        Ok(last.map_or(0, |(k, _)| {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&k[1..9]);
+            u64::from_be_bytes(seq)
+        }))
+    }
+
+    pub fn is_member(&self, scope: &str, customer: &str) -> Result<bool> {
+        Ok(self.tree.contains_key(keys::member(scope, customer))?)
+    }
+
+    /// Distinct values seen for an attribute key.
+    pub fn attribute_values(&self, key: &str) -> Result<u64> {
+        Ok(self
+            .get(&keys::with_prefix(keys::ATTRIBUTE_KEY, key))?
+            .unwrap_or(0))
+    }
+
+    pub fn dimensions(&self) -> Result<Vec<DimensionSpec>> {
+        self.tree
+            .scan_prefix([keys::DIMENSION])
+            .map(|kv| codec::decode(&kv?.1))
+            .collect()
+    }
+
+    /// Scopes whose name starts with `prefix`, in name order, strictly after
+    /// `after`, at most `limit`.
+    pub fn scopes(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ScopeState)>> {
+        let start = match after {
+            // The smallest key greater than `after`.
+            Some(a) => {
+                let mut k = keys::with_prefix(keys::SCOPE, a);
+                k.push(0);
+                k
+            }
+            None => keys::with_prefix(keys::SCOPE, prefix),
+        };
+        let full_prefix = keys::with_prefix(keys::SCOPE, prefix);
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&full_prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((keys::name(&k), codec::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every customer (of one scope when given), in id order.
+    pub fn customers<'a>(
+        &'a self,
+        scope: Option<&str>,
+    ) -> Box<dyn Iterator<Item = Result<(String, CustomerState)>> + 'a> {
+        match scope {
+            None => Box::new(self.tree.scan_prefix([keys::CUSTOMER]).map(|kv| {
+                let (k, v) = kv?;
+                Ok((keys::name(&k), codec::decode::<CustomerState>(&v)?))
+            })),
+            Some(scope) => {
+                let prefix = keys::member_prefix(scope);
+                let skip = prefix.len();
+                Box::new(self.tree.scan_prefix(prefix).filter_map(move |kv| {
+                    let id = match kv {
+                        Ok((k, _)) => String::from_utf8_lossy(&k[skip..]).into_owned(),
+                        Err(e) => return Some(Err(e.into())),
+                    };
+                    self.customer(&id).transpose().map(|c| c.map(|c| (id, c)))
+                }))
+            }
+        }
+    }
+
+    /// Applies a batch atomically, then flushes: when this returns Ok, every
+    /// write of the batch survives `kill -9`.
+    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+        self.tree.apply_batch(batch.inner)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Writes staged for one atomic group commit.
+#[derive(Default)]
+pub struct WriteBatch {
+    inner: sled::Batch,
+    writes: usize,
+}
+
+impl WriteBatch {
+    fn put<T: Serialize>(&mut self, key: impl Into<sled::IVec>, value: &T) -> Result<()> {
+        self.inner.insert(key, codec::encode(value)?);
+        self.writes += 1;
+        Ok(())
+    }
+
+    pub fn put_event(&mut self, seq: u64, event: &Event) -> Result<()> {
+        self.put(keys::event(seq).to_vec(), event)?;
+        self.put(keys::with_prefix(keys::EVENT_ID, &event.id), &seq)
+    }
+
+    pub fn put_customer(&mut self, id: &str, state: &CustomerState) -> Result<()> {
+        self.put(keys::with_prefix(keys::CUSTOMER, id), state)
+    }
+
+    pub fn put_scope(&mut self, name: &str, state: &ScopeState) -> Result<()> {
+        self.put(keys::with_prefix(keys::SCOPE, name), state)
+    }
+
+    pub fn put_member(&mut self, scope: &str, customer: &str) {
+        self.inner.insert(keys::member(scope, customer), &[]);
+        self.writes += 1;
+    }
+
+    pub fn put_attribute_values(&mut self, key: &str, count: u64) -> Result<()> {
+        self.put(keys::with_prefix(keys::ATTRIBUTE_KEY, key), &count)
+    }
+
+    pub fn put_histogram(&mut self, histogram: &ValueHistogram) -> Result<()> {
+        self.put(
+            keys::with_prefix(keys::META, keys::META_HISTOGRAM),
+            histogram,
+        )
+    }
+
+    pub fn put_dimension(&mut self, spec: &DimensionSpec) -> Result<()> {
+        self.put(keys::with_prefix(keys::DIMENSION, &spec.name), spec)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+}

@@ -1,0 +1,360 @@
+//! The real binary under `kill -9`: every acknowledged event must survive,
+//! the log must be an unbroken prefix of what was streamed, and the state
+//! must match a server that never crashed. Also: one process per data dir.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use proto::ingest_service_client::IngestServiceClient;
+use proto::{EventStatus, StreamEventsRequest};
+use tempfile::TempDir;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// A `gapwatch serve` child process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: String,
+    /// Kept open so the child never writes to a closed pipe.
+    _stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gapwatch"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // The test's own environment must not configure the child.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GAPWATCH") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Starts the binary and reads `gapwatch listening on ADDR` from stdout.
+fn spawn_server(data_dir: &Path) -> ServerProcess {
+    let child = serve_command(data_dir)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn gapwatch");
+    let mut process = ServerProcess {
+        child,
+        addr: String::new(),
+        _stdout: None,
+    };
+    let mut stdout = BufReader::new(process.child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("read the first stdout line");
+    process.addr = line
+        .trim()
+        .strip_prefix("gapwatch listening on ")
+        .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"))
+        .to_string();
+    process._stdout = Some(stdout);
+    process
+}
+
+async fn connect(process: &ServerProcess) -> Channel {
+    Endpoint::from_shared(format!("http://{}", process.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the child")
+}
+
+/// Event `i` of the crash workload: every third a purchase, the others
+/// surveys; 50 customers, 4 regions; all valid, ids unique.
+fn crash_event(i: u64) -> Event {
+    let customer = format!("c{}", i % 50);
+    let region = format!("r{}", i % 4);
+    let at = T0 + i as i64;
+    let attributes = attrs(&[("region", &region)]);
+    if i % 3 == 0 {
+        interaction_event(Interaction {
+            attributes,
+            ..purchase(&format!("crash-{i}"), &customer, at, (i % 97 + 1) as f64)
+        })
+    } else {
+        survey_event(Survey {
+            attributes,
+            csat: Some((i % 5) as i32 + 1),
+            nps: Some((i % 11) as i32),
+            ..survey(&format!("crash-{i}"), &customer, at)
+        })
+    }
+}
+
+fn is_survey(i: u64) -> bool {
+    i % 3 != 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_kill_9() {
+    const KILL_AFTER: usize = 1_500;
+    const MAX_EVENTS: u64 = 1_000_000;
+    let as_of = T0 + DAY;
+    let dir = TempDir::new().expect("temp dir");
+    let mut server = spawn_server(dir.path());
+    let mut client = IngestServiceClient::new(connect(&server).await);
+
+    // The producer streams until the connection dies; `attempted` counts
+    // the events it tried to hand over (an upper bound of what was sent).
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let attempted = Arc::new(AtomicU64::new(0));
+    let producer = tokio::spawn({
+        let attempted = attempted.clone();
+        async move {
+            for i in 0..MAX_EVENTS {
+                attempted.store(i + 1, Ordering::SeqCst);
+                let request = StreamEventsRequest {
+                    event: Some(crash_event(i)),
+                };
+                if tx.send(request).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut acks = client
+        .stream_events(ReceiverStream::new(rx))
+        .await
+        .expect("open the stream")
+        .into_inner();
+    let mut acked = Vec::new();
+    while acked.len() < KILL_AFTER {
+        let ack = acks
+            .message()
+            .await
+            .expect("ack")
+            .expect("the stream ended before the kill");
+        acked.push(ack);
+    }
+    // SIGKILL while the producer is still streaming.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reap the child");
+    producer.abort();
+    let _ = producer.await;
+    drop((acks, client));
+    let sent = attempted.load(Ordering::SeqCst);
+    assert!(sent as usize >= acked.len());
+
+    // Every ack: in order, accepted, and (fresh dir, unique valid events)
+    // at sequence index + 1.
+    for (i, ack) in acked.iter().enumerate() {
+        assert_eq!(ack.index, i as u64);
+        assert_eq!(ack.event_id, format!("crash-{i}"));
+        assert_eq!(ack.status(), EventStatus::Accepted, "{ack:?}");
+        assert_eq!(ack.sequence, i as u64 + 1);
+    }
+
+    let server = spawn_server(dir.path());
+    let channel = connect(&server).await;
+    let restarted = TestServerClients::new(channel);
+
+    // What survived, before anything is resent.
+    let all = restarted.scope("all", as_of).await;
+    let durable = all.event_count;
+    assert!(
+        durable >= acked.len() as u64,
+        "{durable} durable < {} acked",
+        acked.len()
+    );
+    assert!(durable <= sent);
+    let surveys = (0..durable).filter(|i| is_survey(*i)).count() as u64;
+    assert_eq!(all.response_count, surveys);
+    assert_eq!(all.customer_count, durable.min(50));
+
+    // Resend everything that may have been sent. The durable events are
+    // exactly an unbroken prefix 0..durable (duplicates at their original
+    // sequence); the rest is accepted now, continuing the log.
+    let mut duplicates = 0u64;
+    for start in (0..sent).step_by(5_000) {
+        let end = (start + 5_000).min(sent);
+        let results = restarted
+            .batch((start..end).map(crash_event).collect())
+            .await;
+        for (offset, r) in results.iter().enumerate() {
+            let i = start + offset as u64;
+            assert_eq!(r.event_id, format!("crash-{i}"));
+            let expected = if i < durable {
+                EventStatus::Duplicate
+            } else {
+                EventStatus::Accepted
+            };
+            assert_eq!(
+                r.status(),
+                expected,
+                "event {i} of {sent}, {durable} durable: {r:?}"
+            );
+            assert_eq!(r.sequence, i + 1, "{r:?}");
+            if r.status() == EventStatus::Duplicate {
+                duplicates += 1;
+            }
+        }
+    }
+    assert_eq!(duplicates, durable);
+    let all = restarted.scope("all", as_of).await;
+    assert_eq!(all.event_count, sent);
+    assert_eq!(
+        all.response_count,
+        (0..sent).filter(|i| is_survey(*i)).count() as u64
+    );
+
+    // No half-applied state survived the crash: the scores equal those of
+    // a server that got the same events without crashing.
+    let reference = TestServer::start().await;
+    let events: Vec<Event> = (0..sent).map(crash_event).collect();
+    reference.accept_all(&events).await;
+    for scope in ["all", "region=r0", "region=r3"] {
+        assert_json_close(
+            &restarted.scope(scope, as_of).await,
+            &reference.scope(scope, as_of).await,
+        );
+    }
+    for c in 0..50 {
+        let id = format!("c{c}");
+        assert_json_close(
+            &restarted.customer(&id, as_of).await,
+            &reference.customer(&id, as_of).await,
+        );
+    }
+    reference.stop().await;
+    drop(server);
+}
+
+/// Score/ingest calls on a channel to a child process.
+struct TestServerClients {
+    ingest: IngestServiceClient<Channel>,
+    score: proto::score_service_client::ScoreServiceClient<Channel>,
+}
+
+impl TestServerClients {
+    fn new(channel: Channel) -> Self {
+        Self {
+            ingest: IngestServiceClient::new(channel.clone()),
+            score: proto::score_service_client::ScoreServiceClient::new(channel),
+        }
+    }
+
+    async fn scope(&self, scope: &str, as_of_secs: i64) -> proto::ScopeScore {
+        self.score
+            .clone()
+            .get_scope_score(proto::GetScopeScoreRequest {
+                scope: scope.into(),
+                as_of_time: Some(ts(as_of_secs)),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("GetScopeScore({scope}): {s:?}"))
+            .into_inner()
+    }
+
+    async fn customer(&self, id: &str, as_of_secs: i64) -> proto::CustomerScore {
+        self.score
+            .clone()
+            .get_customer_score(proto::GetCustomerScoreRequest {
+                customer_id: id.into(),
+                as_of_time: Some(ts(as_of_secs)),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("GetCustomerScore({id}): {s:?}"))
+            .into_inner()
+    }
+
+    async fn batch(&self, events: Vec<Event>) -> Vec<proto::EventResult> {
+        self.ingest
+            .clone()
+            .record_batch(proto::RecordBatchRequest { events })
+            .await
+            .expect("RecordBatch")
+            .into_inner()
+            .results
+    }
+}
+
+/// Polls until the child exits; the deadline only bounds a hung child.
+async fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the second gapwatch process did not exit");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_data_dir() {
+    let dir = TempDir::new().expect("temp dir");
+    let first = spawn_server(dir.path());
+    let mut client = IngestServiceClient::new(connect(&first).await);
+    let r = client
+        .record_survey(proto::RecordSurveyRequest {
+            survey: Some(csat("before", "alice", T0, 5)),
+        })
+        .await
+        .expect("first process works")
+        .into_inner();
+    assert_eq!(r.sequence, 1);
+
+    let mut second = serve_command(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the second gapwatch");
+    let status = wait_exit(&mut second).await;
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(!status.success(), "the second process exited with {status}");
+    assert!(
+        stderr.contains("error: cannot open") && stderr.contains(&dir.path().display().to_string()),
+        "stderr of the second process: {stderr}"
+    );
+
+    // The first process is unaffected and kept its data.
+    let r = client
+        .record_survey(proto::RecordSurveyRequest {
+            survey: Some(csat("after", "alice", T0, 4)),
+        })
+        .await
+        .expect("first process still works")
+        .into_inner();
+    assert_eq!((r.sequence, r.duplicate), (2, false));
+    let r = client
+        .record_survey(proto::RecordSurveyRequest {
+            survey: Some(csat("before", "alice", T0, 1)),
+        })
+        .await
+        .expect("duplicate")
+        .into_inner();
+    assert_eq!((r.sequence, r.duplicate), (1, true));
+    drop(first);
+}
