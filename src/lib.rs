@@ -16,4 +16,4 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{run, run_with_ready};

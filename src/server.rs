@@ -3,6 +3,7 @@
 //! already queued).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,18 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_with_ready(config, listener, shutdown, |_| {}).await
+}
+
+/// Like [`run`], calling `ready` with the bound address once the data dir is
+/// open and the services are registered (so "listening" is never printed
+/// for a server that then fails to open its store).
+pub async fn run_with_ready(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     config.validate()?;
     let data_dir = config.storage.data_dir.clone();
@@ -80,6 +93,7 @@ pub async fn run(
         );
     tokio::pin!(server);
     tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "gapwatch serving");
+    ready(address);
 
     tokio::select! {
         result = &mut server => {

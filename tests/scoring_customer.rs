@@ -110,6 +110,32 @@ fn activity_uses_default_gap_until_two_purchases() {
 }
 
 #[test]
+fn same_basket_purchases_do_not_shrink_the_rhythm() {
+    let p = Params::default();
+    // Two purchases 10 minutes apart are one basket: g stays the 30-day
+    // default, so 20 days later the customer is not overdue at all.
+    let c = apply_all(
+        &[purchase("p1", 0, 10.0), purchase("p2", 10 * 60_000, 5.0)],
+        &p,
+    );
+    let r = c.report(20 * DAY, &p, None);
+    assert_close(r.loyalty.activity, 100.0);
+    assert_eq!(r.health_band, Some(HealthBand::Green));
+    // A third purchase 10 days on is a real gap: g = 10 d, so 15 days after
+    // it the customer is half a rhythm overdue: 100·2^-0.5.
+    let c = apply_all(
+        &[
+            purchase("p1", 0, 10.0),
+            purchase("p2", 10 * 60_000, 5.0),
+            purchase("p3", 10 * 60_000 + 10 * DAY, 5.0),
+        ],
+        &p,
+    );
+    let r = c.report(10 * 60_000 + 25 * DAY, &p, None);
+    assert_close(r.loyalty.activity, 100.0 * 0.5f64.sqrt());
+}
+
+#[test]
 fn activity_with_decayed_purchase_rhythm() {
     let p = Params::default();
     let c = apply_all(

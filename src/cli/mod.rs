@@ -96,10 +96,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     gapwatch::telemetry::init(&config.log);
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
-    // A stable line on stdout: scripts and tests started with port 0 read
-    // the bound address from it.
-    println!("gapwatch listening on {}", listener.local_addr()?);
-    gapwatch::run(config, listener, shutdown_signal()).await?;
+    // A stable line on stdout, printed once the data dir is open: scripts
+    // and tests started with port 0 read the bound address from it.
+    gapwatch::run_with_ready(config, listener, shutdown_signal(), |address| {
+        println!("gapwatch listening on {address}");
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -25,8 +25,9 @@ use std::collections::BTreeSet;
 pub const RHYTHM_PURCHASES: usize = 32;
 /// Cancellations kept for the at-risk window: the most recent.
 pub const CANCELLATIONS_KEPT: usize = 16;
-/// Floor of the purchase rhythm `g`: purchases closer than this are one
-/// basket split in several events, and `g = 0` would divide by zero.
+/// Shortest gap that counts towards the purchase rhythm `g`: purchases
+/// closer than this are one basket split in several events (and a zero `g`
+/// would divide by zero).
 const MIN_PURCHASE_GAP_MS: f64 = 3_600_000.0;
 
 /// The earliest purchase by (time, id), and the scopes it counted in.
@@ -217,12 +218,16 @@ impl CustomerState {
         let times: Vec<Millis> = self.recent_purchases.iter().map(|(t, _)| *t).collect();
         for pair in times.windows(2) {
             if let [a, b] = pair {
-                gaps.add(b.abs_diff(*a) as f64, 1.0, *b, h);
+                let gap = b.abs_diff(*a) as f64;
+                // Purchases within the hour are one basket, not a rhythm: a
+                // zero gap would make the customer overdue the next day.
+                if gap >= MIN_PURCHASE_GAP_MS {
+                    gaps.add(gap, 1.0, *b, h);
+                }
             }
         }
         gaps.mean()
             .unwrap_or(p.default_purchase_gap_days * MILLIS_PER_DAY)
-            .max(MIN_PURCHASE_GAP_MS)
     }
 
     /// Activity `100·2^-overdue` at `as_of`; `None` without purchases.
