@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/gapwatch/v1/ingest.proto",
         "proto/gapwatch/v1/score.proto",
         "proto/gapwatch/v1/config.proto",
+        "proto/gapwatch/v1/alerts.proto",
     ];
 
     tonic_prost_build::configure()

@@ -9,7 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::EngineOptions;
+use crate::engine::{AlertSettings, EngineOptions};
 use crate::scoring::Params;
 use crate::store::StoreOptions;
 
@@ -20,6 +20,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
     pub scoring: Params,
+    pub alerts: AlertSettings,
     pub log: LogConfig,
 }
 
@@ -135,6 +136,7 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.scoring.validate().map_err(anyhow::Error::msg)?;
+        self.alerts.validate().map_err(anyhow::Error::msg)?;
         let i = &self.ingest;
         if i.max_batch_events == 0 || i.max_commit_events == 0 || i.queue_capacity == 0 {
             anyhow::bail!(
@@ -158,6 +160,7 @@ impl Config {
             max_batch_events: self.ingest.max_commit_events,
             queue_capacity: self.ingest.queue_capacity,
             max_distinct_values_per_key: self.ingest.max_distinct_values_per_key,
+            alerts: self.alerts.clone(),
         }
     }
 }

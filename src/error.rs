@@ -15,6 +15,14 @@ pub enum Error {
     /// The named entity does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A position outside what is kept (e.g. an alert sequence older than
+    /// retention); the message states the valid range.
+    #[error("{field}: {reason}")]
+    OutOfRange { field: String, reason: String },
+    /// The request is valid but the entity is not in a state that allows
+    /// it (e.g. acknowledging a resolved alert).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The service cannot take the request now (shutting down, storage
     /// failed, queue full); retrying later may succeed.
     #[error("{0}")]
@@ -36,7 +44,7 @@ impl Error {
     pub fn field(&self) -> &str {
         match self {
             Self::InvalidArgument(v) => v.first().map_or("", |v| v.field.as_str()),
-            Self::ResourceExhausted { field, .. } => field,
+            Self::ResourceExhausted { field, .. } | Self::OutOfRange { field, .. } => field,
             _ => "",
         }
     }

@@ -12,12 +12,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
-use crate::api::{ConfigApi, IngestApi, ScoreApi, Shared};
+use crate::api::{AlertApi, ConfigApi, IngestApi, ScoreApi, Shared};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::proto::{
-    config_service_server::ConfigServiceServer, ingest_service_server::IngestServiceServer,
-    score_service_server::ScoreServiceServer,
+    alert_service_server::AlertServiceServer, config_service_server::ConfigServiceServer,
+    ingest_service_server::IngestServiceServer, score_service_server::ScoreServiceServer,
 };
 use crate::store::Store;
 
@@ -75,18 +75,25 @@ pub async fn run_with_ready(
         .max_decoding_message_size(max_message);
     let config_api = ConfigServiceServer::new(ConfigApi::new(shared.clone()))
         .max_decoding_message_size(max_message);
+    let alerts = AlertServiceServer::new(AlertApi::new(shared.clone()))
+        .max_decoding_message_size(max_message);
     health.set_serving::<IngestServiceServer<IngestApi>>().await;
     health.set_serving::<ScoreServiceServer<ScoreApi>>().await;
     health.set_serving::<ConfigServiceServer<ConfigApi>>().await;
+    health.set_serving::<AlertServiceServer<AlertApi>>().await;
 
     let address = listener.local_addr()?;
+    // HTTP/1.1 and gRPC-Web too, so browser dashboards need no proxy.
     let server = Server::builder()
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ingest)
         .add_service(score)
         .add_service(config_api)
+        .add_service(alerts)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             token.clone().cancelled_owned(),
@@ -105,6 +112,7 @@ pub async fn run_with_ready(
             health.set_not_serving::<IngestServiceServer<IngestApi>>().await;
             health.set_not_serving::<ScoreServiceServer<ScoreApi>>().await;
             health.set_not_serving::<ConfigServiceServer<ConfigApi>>().await;
+            health.set_not_serving::<AlertServiceServer<AlertApi>>().await;
             token.cancel();
             let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
             match tokio::time::timeout(grace, &mut server).await {

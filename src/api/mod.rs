@@ -1,6 +1,7 @@
 //! Thin tonic handlers: decode, validate, call the engine or read the
 //! store, encode. Errors become statuses in `status` only.
 
+mod alerts;
 mod config_service;
 mod convert;
 mod ingest;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use alerts::AlertApi;
 pub use config_service::ConfigApi;
 pub use ingest::IngestApi;
 pub use score::ScoreApi;

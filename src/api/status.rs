@@ -18,16 +18,20 @@ impl From<Error> for Status {
                 }
                 Status::with_error_details(code, message, details)
             }
-            Error::ResourceExhausted { field, reason } => Status::with_error_details(
-                code,
-                message,
-                ErrorDetails::with_bad_request_violation(field, reason),
-            ),
+            Error::ResourceExhausted { field, reason } | Error::OutOfRange { field, reason } => {
+                Status::with_error_details(
+                    code,
+                    message,
+                    ErrorDetails::with_bad_request_violation(field, reason),
+                )
+            }
             Error::Storage(ref e) => {
                 tracing::error!(error = %e, "storage error answering a request");
                 Status::new(code, message)
             }
-            Error::NotFound(_) | Error::Unavailable(_) => Status::new(code, message),
+            Error::NotFound(_) | Error::Unavailable(_) | Error::FailedPrecondition(_) => {
+                Status::new(code, message)
+            }
         }
     }
 }
@@ -39,6 +43,8 @@ pub fn code(error: &Error) -> Code {
         Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::ResourceExhausted { .. } => Code::ResourceExhausted,
         Error::NotFound(_) => Code::NotFound,
+        Error::OutOfRange { .. } => Code::OutOfRange,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Storage(StoreError::Schema { .. }) => Code::FailedPrecondition,
         Error::Storage(_) => Code::Internal,

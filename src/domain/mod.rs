@@ -2,6 +2,7 @@
 //! Every value here has passed `validate`; code downstream may rely on the
 //! documented ranges.
 
+pub mod alert;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};

@@ -3,22 +3,31 @@
 //! the working set back in one atomic sled batch, flushes, and only then
 //! answers the callers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Command, Dimensions, EngineOptions, Outcome};
-use crate::domain::{DimensionSpec, Event};
+use super::alerting::Alerting;
+use super::{AlertFeed, Command, Dimensions, EngineOptions, Outcome};
+use crate::domain::alert::{Alert, Subject};
+use crate::domain::{Body, DimensionSpec, Event, InteractionKind};
 use crate::error::{Error, Result};
 use crate::scoring::{CustomerState, Params, ScopeState, Target, ValueHistogram};
 use crate::store::{Store, WriteBatch};
+
+/// Overdue checks and retention deletions per tick, so a backlog never
+/// makes one commit huge.
+const TICK_LIMIT: usize = 1_000;
 
 pub(super) struct Writer {
     store: Store,
     params: Params,
     options: EngineOptions,
     dimensions: Dimensions,
+    feed: Arc<AlertFeed>,
     next_sequence: u64,
+    next_alert_sequence: u64,
     histogram: ValueHistogram,
     /// Set when a commit failed: from then on nothing is accepted, because
     /// sled may hold writes that were never made durable.
@@ -33,6 +42,7 @@ enum Reply {
         usize,
     ),
     Dimension(tokio::sync::oneshot::Sender<Result<()>>, DimensionSpec),
+    Acknowledge(tokio::sync::oneshot::Sender<Result<Alert>>, Result<Alert>),
 }
 
 impl Writer {
@@ -41,9 +51,12 @@ impl Writer {
         params: Params,
         options: EngineOptions,
         dimensions: Dimensions,
+        feed: Arc<AlertFeed>,
     ) -> Result<Self> {
         Ok(Self {
             next_sequence: store.last_sequence()? + 1,
+            next_alert_sequence: store.last_alert_sequence()? + 1,
+            feed,
             histogram: store.histogram()?,
             store,
             params,
@@ -93,7 +106,19 @@ impl Writer {
             fail_all(commands, reason);
             return;
         }
-        let mut txn = Txn::new(&self.store, &self.histogram, self.next_sequence);
+        let dims = self.dimensions.snapshot();
+        let mut txn = Txn::new(
+            &self.store,
+            &self.histogram,
+            self.next_sequence,
+            Alerting::new(
+                &self.store,
+                &self.options.alerts,
+                crate::api::now_millis(),
+                self.next_alert_sequence,
+            ),
+            &dims,
+        );
         let mut replies = Vec::with_capacity(commands.len());
         let mut result = Ok(());
         for command in commands {
@@ -117,6 +142,25 @@ impl Writer {
                     }
                     replies.push(Reply::Dimension(reply, spec));
                 }
+                Command::Acknowledge {
+                    id,
+                    note,
+                    rebaseline,
+                    reply,
+                } => {
+                    let outcome = txn.alerting.acknowledge(id, note, rebaseline);
+                    if let Err(Error::Storage(_)) = &outcome {
+                        result = outcome.as_ref().map(|_| ()).map_err(|e| {
+                            Error::Unavailable(format!("reading alert {id} failed: {e}"))
+                        });
+                    }
+                    replies.push(Reply::Acknowledge(reply, outcome));
+                }
+                Command::Tick => {
+                    if let Err(e) = txn.tick() {
+                        result = Err(e);
+                    }
+                }
                 Command::Stop => {}
             }
             if result.is_err() {
@@ -124,16 +168,20 @@ impl Writer {
             }
         }
         let result = result.and_then(|()| {
-            let (batch, histogram, next_sequence) = txn.finish()?;
-            let span = tracing::debug_span!("commit", next_sequence);
+            let committed = txn.finish()?;
+            let span = tracing::debug_span!("commit", next_sequence = committed.next_sequence);
             let _guard = span.enter();
-            self.store.commit(batch)?;
-            self.histogram = histogram;
-            self.next_sequence = next_sequence;
-            Ok(())
+            if !committed.batch.is_empty() {
+                self.store.commit(committed.batch)?;
+            }
+            self.histogram = committed.histogram;
+            self.next_sequence = committed.next_sequence;
+            self.next_alert_sequence = committed.next_alert_sequence;
+            Ok(committed.alerts)
         });
         match result {
-            Ok(()) => {
+            Ok(alerts) => {
+                self.feed.publish(alerts);
                 for reply in replies {
                     match reply {
                         Reply::Ingest(tx, outcomes, _) => {
@@ -142,6 +190,9 @@ impl Writer {
                         Reply::Dimension(tx, spec) => {
                             self.dimensions.insert(spec);
                             let _ = tx.send(Ok(()));
+                        }
+                        Reply::Acknowledge(tx, outcome) => {
+                            let _ = tx.send(outcome);
                         }
                     }
                 }
@@ -155,6 +206,9 @@ impl Writer {
                             let _ = tx.send(unavailable(count, &reason));
                         }
                         Reply::Dimension(tx, _) => {
+                            let _ = tx.send(Err(Error::Unavailable(reason.clone())));
+                        }
+                        Reply::Acknowledge(tx, _) => {
                             let _ = tx.send(Err(Error::Unavailable(reason.clone())));
                         }
                     }
@@ -174,7 +228,10 @@ fn fail_all(commands: Vec<Command>, reason: &str) {
             Command::PutDimension { reply, .. } => {
                 let _ = reply.send(Err(Error::Unavailable(reason.to_string())));
             }
-            Command::Stop => {}
+            Command::Acknowledge { reply, .. } => {
+                let _ = reply.send(Err(Error::Unavailable(reason.to_string())));
+            }
+            Command::Tick | Command::Stop => {}
         }
     }
 }
@@ -185,9 +242,20 @@ fn unavailable(count: usize, reason: &str) -> Vec<Outcome> {
         .collect()
 }
 
+/// What one group commit produced.
+struct Committed {
+    batch: WriteBatch,
+    histogram: ValueHistogram,
+    next_sequence: u64,
+    next_alert_sequence: u64,
+    alerts: Vec<Alert>,
+}
+
 /// The working set of one group commit.
 struct Txn<'a> {
     store: &'a Store,
+    alerting: Alerting<'a>,
+    dimensions: &'a BTreeMap<String, DimensionSpec>,
     batch: WriteBatch,
     next_sequence: u64,
     histogram: ValueHistogram,
@@ -201,9 +269,17 @@ struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    fn new(store: &'a Store, histogram: &ValueHistogram, next_sequence: u64) -> Self {
+    fn new(
+        store: &'a Store,
+        histogram: &ValueHistogram,
+        next_sequence: u64,
+        alerting: Alerting<'a>,
+        dimensions: &'a BTreeMap<String, DimensionSpec>,
+    ) -> Self {
         Self {
             store,
+            alerting,
+            dimensions,
             batch: WriteBatch::default(),
             next_sequence,
             histogram: histogram.clone(),
@@ -271,12 +347,74 @@ impl<'a> Txn<'a> {
                 self.scope(scope)?.apply(&update.op, params);
             }
         }
+        self.observe(event, &event_scopes, &updates, params)?;
 
         let seq = self.next_sequence;
         self.next_sequence += 1;
         self.batch.put_event(seq, event)?;
         self.new_ids.insert(event.id.clone(), seq);
         Ok(Outcome::Accepted(seq))
+    }
+
+    /// Feeds the alert monitors with what one accepted event changed.
+    fn observe(
+        &mut self,
+        event: &Event,
+        event_scopes: &[String],
+        updates: &[crate::scoring::ScopeUpdate],
+        params: &Params,
+    ) -> Result<()> {
+        for update in updates {
+            if update.target != Target::EventScopes {
+                continue;
+            }
+            for scope in event_scopes {
+                if let Some(Some(state)) = self.scopes.get(scope) {
+                    self.alerting
+                        .scope_op(scope, state, &update.op, self.dimensions)?;
+                }
+            }
+        }
+        let vip_threshold = self.histogram.vip_threshold(params);
+        let customer = self
+            .customers
+            .get(&event.customer)
+            .expect("loaded by apply");
+        let as_of = customer.last_event_at().unwrap_or(event.at);
+        let report = customer.report(as_of, params, vip_threshold);
+        self.alerting
+            .customer(&event.customer, &report, event.at, params.red_below)?;
+        if let Body::Interaction(i) = &event.body {
+            if let (true, Some(case)) = (i.kind.is_complaint(), &i.case_id) {
+                if let Some(view) = customer.complaint(case) {
+                    let opened_now = i.kind == InteractionKind::ComplaintOpened;
+                    self.alerting
+                        .complaint(&event.customer, case, &view, opened_now, event.at)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wall-clock work: complaints whose overdue check is due, retention.
+    fn tick(&mut self) -> Result<()> {
+        let now = crate::api::now_millis();
+        for (raw, _due, subject) in self.store.overdue_due(now, TICK_LIMIT)? {
+            // The working set may hold a newer state of the customer.
+            let view = match Subject::parse_complaint_key(&subject) {
+                Some((customer, case, _)) => match self.customers.get(&customer) {
+                    Some(c) => c.complaint(&case),
+                    None => self
+                        .store
+                        .customer(&customer)?
+                        .and_then(|c| c.complaint(&case)),
+                },
+                None => None,
+            };
+            self.alerting.overdue_check(raw, &subject, view)?;
+        }
+        self.alerting.prune(TICK_LIMIT)?;
+        Ok(())
     }
 
     fn sequence_of(&self, id: &str) -> Result<Option<u64>> {
@@ -347,7 +485,7 @@ impl<'a> Txn<'a> {
     }
 
     /// Writes the working set into the batch.
-    fn finish(mut self) -> Result<(WriteBatch, ValueHistogram, u64)> {
+    fn finish(mut self) -> Result<Committed> {
         for (id, state) in &self.customers {
             self.batch.put_customer(id, state)?;
         }
@@ -363,6 +501,13 @@ impl<'a> Txn<'a> {
         if self.histogram_changed {
             self.batch.put_histogram(&self.histogram)?;
         }
-        Ok((self.batch, self.histogram, self.next_sequence))
+        let (alerts, next_alert_sequence) = self.alerting.finish(&mut self.batch)?;
+        Ok(Committed {
+            batch: self.batch,
+            histogram: self.histogram,
+            next_sequence: self.next_sequence,
+            next_alert_sequence,
+            alerts,
+        })
     }
 }

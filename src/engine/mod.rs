@@ -3,7 +3,13 @@
 //! (one flush for every event of the batch) and only then answers. An answer
 //! therefore means durable, and concurrent callers share flushes.
 
+mod alerting;
 mod batch;
+mod feed;
+pub mod rules;
+
+pub use feed::AlertFeed;
+pub use rules::AlertSettings;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -11,6 +17,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::alert::Alert;
 use crate::domain::{DimensionSpec, Event};
 use crate::error::{Error, Result};
 use crate::scoring::Params;
@@ -36,6 +43,8 @@ pub struct EngineOptions {
     pub queue_capacity: usize,
     /// Distinct values allowed per attribute key.
     pub max_distinct_values_per_key: u64,
+    /// Detectors, thresholds, retention, feed limits.
+    pub alerts: AlertSettings,
 }
 
 enum Command {
@@ -47,6 +56,14 @@ enum Command {
         spec: DimensionSpec,
         reply: oneshot::Sender<Result<()>>,
     },
+    Acknowledge {
+        id: u64,
+        note: String,
+        rebaseline: bool,
+        reply: oneshot::Sender<Result<Alert>>,
+    },
+    /// Wall-clock work: overdue complaints, alert retention.
+    Tick,
     Stop,
 }
 
@@ -54,7 +71,7 @@ impl Command {
     fn events(&self) -> usize {
         match self {
             Self::Ingest { events, .. } => events.len(),
-            Self::PutDimension { .. } | Self::Stop => 1,
+            Self::PutDimension { .. } | Self::Acknowledge { .. } | Self::Tick | Self::Stop => 1,
         }
     }
 }
@@ -86,6 +103,7 @@ impl Dimensions {
 pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     dimensions: Dimensions,
+    feed: Arc<AlertFeed>,
 }
 
 /// The writer thread; [`Engine::shutdown`] drains and stops it.
@@ -98,14 +116,24 @@ impl Engine {
     pub fn start(store: Store, params: Params, options: EngineOptions) -> Result<Self> {
         let dimensions = Dimensions::default();
         dimensions.replace(store.dimensions()?);
+        let feed = Arc::new(AlertFeed::new(
+            store.last_alert_sequence()?,
+            options.alerts.recent_transitions,
+        ));
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let writer = batch::Writer::new(store, params, options, dimensions.clone())?;
+        let interval = std::time::Duration::from_millis(options.alerts.check_interval_ms);
+        let writer = batch::Writer::new(store, params, options, dimensions.clone(), feed.clone())?;
         let thread = std::thread::Builder::new()
             .name("gapwatch-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        tokio::spawn(tick(tx.clone(), interval));
         Ok(Self {
-            handle: EngineHandle { tx, dimensions },
+            handle: EngineHandle {
+                tx,
+                dimensions,
+                feed,
+            },
             thread: Some(thread),
         })
     }
@@ -154,8 +182,41 @@ impl EngineHandle {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Acknowledges an open alert, durably.
+    pub async fn acknowledge(&self, id: u64, note: String, rebaseline: bool) -> Result<Alert> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Acknowledge {
+                id,
+                note,
+                rebaseline,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     pub fn dimensions(&self) -> &Dimensions {
         &self.dimensions
+    }
+
+    pub fn feed(&self) -> &Arc<AlertFeed> {
+        &self.feed
+    }
+}
+
+/// Asks the writer for its wall-clock work every `interval`. A tick is
+/// skipped when the queue is full: the writer is busy and will get the
+/// next one.
+async fn tick(tx: mpsc::Sender<Command>, interval: std::time::Duration) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Command::Tick) {
+            return;
+        }
     }
 }
 

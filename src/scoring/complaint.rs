@@ -160,6 +160,17 @@ fn diff(old: &Parts, new: &Parts, out: &mut Vec<ScopeUpdate>) {
     }
 }
 
+/// What the overdue check needs of one opened case.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CaseView {
+    pub opened_at: Millis,
+    pub severity: Severity,
+    pub response_deadline: Millis,
+    pub resolution_deadline: Millis,
+    pub responded: bool,
+    pub resolved: bool,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Complaints {
     cases: BTreeMap<String, Case>,
@@ -228,6 +239,21 @@ impl Complaints {
                 });
             }
         }
+    }
+
+    /// An opened case; `None` when unknown, evicted or not opened yet.
+    pub fn case(&self, id: &str) -> Option<CaseView> {
+        let case = self.cases.get(id)?;
+        let o = case.opened.as_ref()?;
+        Some(CaseView {
+            opened_at: o.at,
+            severity: o.severity,
+            response_deadline: o.response_deadline,
+            resolution_deadline: o.resolution_deadline,
+            // A resolution answers the customer too.
+            responded: case.responded.is_some() || case.resolved.is_some(),
+            resolved: case.resolved.is_some(),
+        })
     }
 
     /// Opened cases without a resolution.

@@ -202,6 +202,11 @@ impl CustomerState {
         value_bucket_of(&self.value, &self.gross, p.half_life_ms())
     }
 
+    /// One of the customer's complaint cases.
+    pub fn complaint(&self, case_id: &str) -> Option<super::complaint::CaseView> {
+        self.complaints.case(case_id)
+    }
+
     pub fn open_complaints(&self) -> u32 {
         self.complaints.open_count()
     }

@@ -11,7 +11,9 @@
 pub mod complaint;
 pub mod customer;
 pub mod decay;
+pub mod detector;
 pub mod dimension;
+pub mod monitor;
 pub mod params;
 pub mod report;
 pub mod response;

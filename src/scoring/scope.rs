@@ -8,7 +8,7 @@
 use super::decay::Decayed;
 use super::dimension::{self, DimStats, Shortfall};
 use super::params::Params;
-use super::report::{ComplaintReport, Loyalty, ScopeReport};
+use super::report::{ComplaintReport, DimensionReport, Loyalty, ScopeReport};
 use super::response::{advocacy_score, ces_easy, csat_satisfied, weighted_mean};
 use crate::domain::{DimensionSpec, Millis, Rating};
 use serde::{Deserialize, Serialize};
@@ -280,6 +280,11 @@ impl ScopeState {
             all = all.merged(bucket, h);
         }
         all.mean()
+    }
+
+    /// The report of one dimension, `None` before it was rated or measured.
+    pub fn dimension_report(&self, spec: &DimensionSpec) -> Option<DimensionReport> {
+        self.dimensions.get(&spec.name).map(|d| d.report(spec))
     }
 
     pub fn report(&self, as_of: Millis, dims: &[DimensionSpec], p: &Params) -> ScopeReport {

@@ -11,7 +11,11 @@
 //! | `m`    | scope NUL customer id       | empty (membership)    |
 //! | `k`    | attribute key               | distinct values (u64) |
 //! | `d`    | dimension name              | `DimensionSpec`       |
-//! | `M`    | `histogram`, `schema`       | meta values           |
+//! | `M`    | `histogram`, `schema`, `alerts_pruned` | meta values |
+//! | `A`    | alert sequence (u64 BE)     | `Alert` (a transition) |
+//! | `L`    | alert id (u64 BE)           | `Alert` (its latest transition) |
+//! | `a`    | monitored subject key       | `MonitorState`        |
+//! | `o`    | due (i64 BE, offset) + subject key | empty (overdue check) |
 //!
 //! Ids, scopes and keys never contain NUL (validation rejects control
 //! characters), so the membership separator is unambiguous.
@@ -24,9 +28,14 @@ pub const MEMBER: u8 = b'm';
 pub const ATTRIBUTE_KEY: u8 = b'k';
 pub const DIMENSION: u8 = b'd';
 pub const META: u8 = b'M';
+pub const ALERT_LOG: u8 = b'A';
+pub const ALERT: u8 = b'L';
+pub const MONITOR: u8 = b'a';
+pub const OVERDUE: u8 = b'o';
 
 pub const META_HISTOGRAM: &str = "histogram";
 pub const META_SCHEMA: &str = "schema";
+pub const META_ALERTS_PRUNED: &str = "alerts_pruned";
 
 pub fn with_prefix(prefix: u8, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len());
@@ -39,6 +48,36 @@ pub fn event(seq: u64) -> [u8; 9] {
     let mut key = [EVENT; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// `prefix` + a big-endian u64: keys in numeric order.
+pub fn numbered(prefix: u8, n: u64) -> [u8; 9] {
+    let mut key = [prefix; 9];
+    key[1..].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// The number of a [`numbered`] key.
+pub fn number(key: &[u8]) -> u64 {
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&key[1..9]);
+    u64::from_be_bytes(n)
+}
+
+/// An overdue-check key: due time (sign bit flipped so that big-endian bytes
+/// sort like the numbers), then the subject key.
+pub fn overdue(due: i64, subject: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + subject.len());
+    key.push(OVERDUE);
+    key.extend_from_slice(&((due as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(subject.as_bytes());
+    key
+}
+
+/// The due time and subject key of an [`overdue`] key.
+pub fn parse_overdue(key: &[u8]) -> (i64, String) {
+    let due = (number(key) ^ (1 << 63)) as i64;
+    (due, String::from_utf8_lossy(&key[9..]).into_owned())
 }
 
 pub fn member(scope: &str, customer: &str) -> Vec<u8> {

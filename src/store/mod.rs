@@ -2,6 +2,7 @@
 //! values in the versioned codec of `codec`, and group commit: a
 //! [`WriteBatch`] is applied atomically and flushed before anyone is told.
 
+mod alerts;
 pub mod codec;
 pub mod keys;
 

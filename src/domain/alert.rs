@@ -1,0 +1,210 @@
+//! Alerts as the engine writes them to the alert log and the API serves them.
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AlertKind {
+    GapWidening,
+    SatisfactionDrop,
+    LoyaltyDrop,
+    ChurnRisk,
+    ComplaintOverdue,
+}
+
+impl AlertKind {
+    /// Short stable tag used in monitor keys.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::GapWidening => "gap",
+            Self::SatisfactionDrop => "sat",
+            Self::LoyaltyDrop => "loy",
+            Self::ChurnRisk => "churn",
+            Self::ComplaintOverdue => "overdue",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlertState {
+    Firing,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn is_open(self) -> bool {
+        !matches!(self, Self::Resolved)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AlertSeverity {
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum GapKind {
+    Total,
+    Promotion,
+    Understanding,
+    Procedure,
+    Behavior,
+    Perception,
+}
+
+impl GapKind {
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::Promotion => "promotion",
+            Self::Understanding => "understanding",
+            Self::Procedure => "procedure",
+            Self::Behavior => "behavior",
+            Self::Perception => "perception",
+        }
+    }
+}
+
+/// What one monitor watches: the key of "one open alert per key".
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Subject {
+    /// A scope-wide series (GAP_WIDENING with its dimension and gap kind,
+    /// SATISFACTION_DROP and LOYALTY_DROP without).
+    Scope {
+        kind: AlertKind,
+        scope: String,
+        dimension: Option<String>,
+        gap: Option<GapKind>,
+    },
+    /// CHURN_RISK of one customer.
+    Customer { customer: String },
+    /// COMPLAINT_OVERDUE of one case and stage.
+    Complaint {
+        customer: String,
+        case: String,
+        stage: ComplaintStage,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ComplaintStage {
+    Response,
+    Resolution,
+}
+
+impl Subject {
+    pub fn kind(&self) -> AlertKind {
+        match self {
+            Self::Scope { kind, .. } => *kind,
+            Self::Customer { .. } => AlertKind::ChurnRisk,
+            Self::Complaint { .. } => AlertKind::ComplaintOverdue,
+        }
+    }
+
+    /// The customer, case and stage of a COMPLAINT_OVERDUE key.
+    pub fn parse_complaint_key(key: &str) -> Option<(String, String, ComplaintStage)> {
+        let mut parts = key.split('\0');
+        if parts.next()? != "overdue" {
+            return None;
+        }
+        let customer = parts.next()?.to_string();
+        let case = parts.next()?.to_string();
+        let stage = match parts.next()? {
+            "response" => ComplaintStage::Response,
+            "resolution" => ComplaintStage::Resolution,
+            _ => return None,
+        };
+        Some((customer, case, stage))
+    }
+
+    /// The monitor's storage key: readable, unique per subject. Parts never
+    /// contain NUL (validation rejects control characters).
+    pub fn key(&self) -> String {
+        match self {
+            Self::Scope {
+                kind,
+                scope,
+                dimension,
+                gap,
+            } => format!(
+                "{}\0{scope}\0{}\0{}",
+                kind.tag(),
+                dimension.as_deref().unwrap_or(""),
+                gap.map_or("", GapKind::tag)
+            ),
+            Self::Customer { customer } => format!("churn\0{customer}"),
+            Self::Complaint {
+                customer,
+                case,
+                stage,
+            } => format!(
+                "overdue\0{customer}\0{case}\0{}",
+                match stage {
+                    ComplaintStage::Response => "response",
+                    ComplaintStage::Resolution => "resolution",
+                }
+            ),
+        }
+    }
+}
+
+/// One alert as of one transition; the log stores one per transition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The sequence of the FIRING transition that opened it.
+    pub id: u64,
+    /// The sequence of this transition.
+    pub sequence: u64,
+    pub subject: Subject,
+    pub state: AlertState,
+    pub severity: AlertSeverity,
+    pub dimension: Option<String>,
+    pub value: Option<f64>,
+    pub baseline: Option<f64>,
+    pub threshold: Option<f64>,
+    pub observations: u64,
+    /// Event time of the observation behind the transition.
+    pub event_at: Millis,
+    /// Wall-clock commit time.
+    pub updated_at: Millis,
+    pub message: String,
+    pub note: String,
+}
+
+impl Alert {
+    pub fn kind(&self) -> AlertKind {
+        self.subject.kind()
+    }
+
+    pub fn scope(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Scope { scope, .. } => Some(scope),
+            _ => None,
+        }
+    }
+
+    pub fn gap(&self) -> Option<GapKind> {
+        match &self.subject {
+            Subject::Scope { gap, .. } => *gap,
+            _ => None,
+        }
+    }
+
+    pub fn customer(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Customer { customer } | Subject::Complaint { customer, .. } => Some(customer),
+            Subject::Scope { .. } => None,
+        }
+    }
+
+    pub fn case(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Complaint { case, .. } => Some(case),
+            _ => None,
+        }
+    }
+}

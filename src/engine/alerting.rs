@@ -1,0 +1,638 @@
+//! The alert side of one group commit: feeds observations to the monitors
+//! of the subjects an event touches, turns their signals into transitions
+//! (FIRING / ACKNOWLEDGED / RESOLVED), and stages everything for the same
+//! atomic batch as the events that caused it. Only transitions are written.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::rules::AlertSettings;
+use crate::domain::alert::{
+    Alert, AlertKind, AlertSeverity, AlertState, ComplaintStage, GapKind, Subject,
+};
+use crate::domain::{DimensionSpec, Millis, Severity, MILLIS_PER_HOUR};
+use crate::error::{Error, Result};
+use crate::scoring::complaint::CaseView;
+use crate::scoring::detector::{Cusum, DetectorParams, Direction, LevelMonitor, Signal};
+use crate::scoring::monitor::{Detector, MonitorState};
+use crate::scoring::response::advocacy_score;
+use crate::scoring::{CustomerReport, ScopeOp, ScopeState, Tier};
+use crate::store::{Store, WriteBatch};
+
+struct Monitor {
+    state: MonitorState,
+    dirty: bool,
+}
+
+/// What a transition reports besides its state.
+struct Reading {
+    value: Option<f64>,
+    baseline: Option<f64>,
+    threshold: Option<f64>,
+    observations: u64,
+    event_at: Millis,
+}
+
+pub(super) struct Alerting<'a> {
+    store: &'a Store,
+    settings: &'a AlertSettings,
+    /// Wall clock of this commit.
+    now: Millis,
+    next_sequence: u64,
+    monitors: HashMap<String, Monitor>,
+    /// Latest transition of alerts changed in this commit.
+    latest: HashMap<u64, Alert>,
+    /// New transitions, in sequence order.
+    log: Vec<Alert>,
+    overdue_new: Vec<(Millis, String)>,
+    overdue_done: Vec<Vec<u8>>,
+    pruned: Vec<(Alert, bool)>,
+    pruned_through: Option<u64>,
+}
+
+impl<'a> Alerting<'a> {
+    pub(super) fn new(
+        store: &'a Store,
+        settings: &'a AlertSettings,
+        now: Millis,
+        next_sequence: u64,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            now,
+            next_sequence,
+            monitors: HashMap::new(),
+            latest: HashMap::new(),
+            log: Vec::new(),
+            overdue_new: Vec::new(),
+            overdue_done: Vec::new(),
+            pruned: Vec::new(),
+            pruned_through: None,
+        }
+    }
+
+    fn monitor(&mut self, subject: Subject) -> Result<&mut Monitor> {
+        let key = subject.key();
+        if !self.monitors.contains_key(&key) {
+            let state = self.store.monitor(&key)?.unwrap_or_default();
+            self.monitors.insert(
+                key.clone(),
+                Monitor {
+                    state,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(self.monitors.get_mut(&key).expect("inserted above"))
+    }
+
+    fn latest_alert(&self, id: u64) -> Result<Option<Alert>> {
+        match self.latest.get(&id) {
+            Some(a) => Ok(Some(a.clone())),
+            None => Ok(self.store.alert(id)?),
+        }
+    }
+
+    fn push(&mut self, alert: Alert) {
+        self.latest.insert(alert.id, alert.clone());
+        self.log.push(alert);
+    }
+
+    fn open(
+        &mut self,
+        subject: Subject,
+        severity: AlertSeverity,
+        reading: Reading,
+        message: String,
+    ) -> Result<()> {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let dimension = match &subject {
+            Subject::Scope { dimension, .. } => dimension.clone(),
+            _ => None,
+        };
+        let monitor = self.monitor(subject.clone())?;
+        monitor.state.open = Some(sequence);
+        monitor.dirty = true;
+        let alert = Alert {
+            id: sequence,
+            sequence,
+            subject,
+            state: AlertState::Firing,
+            severity,
+            dimension,
+            value: reading.value,
+            baseline: reading.baseline,
+            threshold: reading.threshold,
+            observations: reading.observations,
+            event_at: reading.event_at,
+            updated_at: self.now,
+            message,
+            note: String::new(),
+        };
+        self.push(alert);
+        Ok(())
+    }
+
+    fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
+        let monitor = self.monitor(subject)?;
+        let Some(id) = monitor.state.open.take() else {
+            return Ok(());
+        };
+        monitor.dirty = true;
+        let Some(mut alert) = self.latest_alert(id)? else {
+            return Ok(());
+        };
+        alert.sequence = self.next_sequence;
+        self.next_sequence += 1;
+        alert.state = AlertState::Resolved;
+        alert.value = reading.value.or(alert.value);
+        alert.observations = reading.observations;
+        alert.event_at = reading.event_at;
+        alert.updated_at = self.now;
+        alert.message = message;
+        self.push(alert);
+        Ok(())
+    }
+
+    /// Feeds one observation of a CUSUM-monitored series.
+    fn series(
+        &mut self,
+        subject: Subject,
+        x: f64,
+        direction: Direction,
+        params: &DetectorParams,
+        at: Millis,
+    ) -> Result<()> {
+        let monitor = self.monitor(subject.clone())?;
+        if !matches!(monitor.state.detector, Detector::Cusum(_)) {
+            monitor.state.detector = Detector::Cusum(Cusum::default());
+        }
+        let Detector::Cusum(cusum) = &mut monitor.state.detector else {
+            unreachable!("set above")
+        };
+        let signal = cusum.observe(x, direction, params);
+        monitor.dirty = true;
+        let reading = Reading {
+            value: cusum.level(),
+            baseline: cusum.baseline(),
+            threshold: cusum.threshold(direction, params),
+            observations: cusum.observations(),
+            event_at: at,
+        };
+        let open = monitor.state.open.is_some();
+        match signal {
+            Some(Signal::Fired) if !open => {
+                let message = describe_change(&subject, &reading, true);
+                self.open(subject, AlertSeverity::Warning, reading, message)
+            }
+            Some(Signal::Resolved) if open => {
+                let message = describe_change(&subject, &reading, false);
+                self.close(subject, reading, message)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a derived gap against its threshold.
+    fn level(
+        &mut self,
+        subject: Subject,
+        value: f64,
+        threshold: f64,
+        count: u64,
+        at: Millis,
+    ) -> Result<()> {
+        let fraction = self.settings.resolve_fraction;
+        let monitor = self.monitor(subject.clone())?;
+        if !matches!(monitor.state.detector, Detector::Level(_)) {
+            monitor.state.detector = Detector::Level(LevelMonitor::default());
+        }
+        let Detector::Level(level) = &mut monitor.state.detector else {
+            unreachable!("set above")
+        };
+        let before = level.clone();
+        let signal = level.observe(value, threshold, fraction);
+        monitor.dirty |= *level != before;
+        let open = monitor.state.open.is_some();
+        let reading = Reading {
+            value: Some(value),
+            baseline: None,
+            threshold: Some(threshold),
+            observations: count,
+            event_at: at,
+        };
+        let (dimension, gap, scope) = match &subject {
+            Subject::Scope {
+                dimension,
+                gap,
+                scope,
+                ..
+            } => (
+                dimension.clone().unwrap_or_default(),
+                gap.map_or("", GapKind::tag),
+                scope.clone(),
+            ),
+            _ => unreachable!("level monitors watch scopes"),
+        };
+        match signal {
+            Some(Signal::Fired) if !open => {
+                let message = format!(
+                    "{dimension} {gap} gap in {scope} reached {value:.2} points (threshold {threshold})"
+                );
+                self.open(subject, AlertSeverity::Warning, reading, message)
+            }
+            Some(Signal::Resolved) if open => {
+                let message = format!(
+                    "{dimension} {gap} gap in {scope} back to {value:.2} points (below {:.2})",
+                    threshold * fraction
+                );
+                self.close(subject, reading, message)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The monitors an event's own op feeds in one scope; `state` is the
+    /// scope after the op was applied.
+    pub(super) fn scope_op(
+        &mut self,
+        scope: &str,
+        state: &ScopeState,
+        op: &ScopeOp,
+        dimensions: &BTreeMap<String, DimensionSpec>,
+    ) -> Result<()> {
+        let s = self.settings;
+        let subject = |kind, dimension: Option<&str>, gap| Subject::Scope {
+            kind,
+            scope: scope.to_string(),
+            dimension: dimension.map(str::to_string),
+            gap,
+        };
+        match op {
+            ScopeOp::Survey(f) => {
+                if let Some(sat) = f.satisfaction {
+                    let subj = subject(AlertKind::SatisfactionDrop, None, None);
+                    self.series(subj, sat, Direction::Down, &s.satisfaction_drop, f.at)?;
+                }
+                if let Some(nps) = f.nps {
+                    let subj = subject(AlertKind::LoyaltyDrop, None, None);
+                    let x = advocacy_score(nps);
+                    self.series(subj, x, Direction::Down, &s.loyalty_drop, f.at)?;
+                }
+                for r in &f.ratings {
+                    let gap = f64::from(r.expectation) - f64::from(r.perception);
+                    let subj = subject(
+                        AlertKind::GapWidening,
+                        Some(&r.dimension),
+                        Some(GapKind::Total),
+                    );
+                    self.series(subj, gap, Direction::Up, &s.gap_widening, f.at)?;
+                    if let Some(spec) = dimensions.get(&r.dimension) {
+                        self.derived(scope, state, spec, f.at)?;
+                    }
+                }
+            }
+            ScopeOp::Interaction(f) => {
+                let Some(dimension) = f.dimension.as_deref() else {
+                    return Ok(());
+                };
+                if let Some(short) = f.service {
+                    let subj = subject(
+                        AlertKind::GapWidening,
+                        Some(dimension),
+                        Some(GapKind::Behavior),
+                    );
+                    self.series(subj, short.relative, Direction::Up, &s.shortfall, f.at)?;
+                    // The perception gap depends on the behavior rate.
+                    if let Some(spec) = dimensions.get(dimension) {
+                        self.derived(scope, state, spec, f.at)?;
+                    }
+                }
+                if let Some(short) = f.promise {
+                    let subj = subject(
+                        AlertKind::GapWidening,
+                        Some(dimension),
+                        Some(GapKind::Promotion),
+                    );
+                    self.series(subj, short.relative, Direction::Up, &s.shortfall, f.at)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Understanding, procedure and perception gaps of one dimension.
+    fn derived(
+        &mut self,
+        scope: &str,
+        state: &ScopeState,
+        spec: &DimensionSpec,
+        at: Millis,
+    ) -> Result<()> {
+        let Some(report) = state.dimension_report(spec) else {
+            return Ok(());
+        };
+        if report.rating_count < self.settings.derived_min_ratings {
+            return Ok(());
+        }
+        let s = self.settings;
+        for (gap, value, threshold) in [
+            (
+                GapKind::Understanding,
+                report.understanding_gap,
+                s.understanding_threshold,
+            ),
+            (
+                GapKind::Procedure,
+                report.procedure_gap,
+                s.procedure_threshold,
+            ),
+            (
+                GapKind::Perception,
+                report.perception_gap,
+                s.perception_threshold,
+            ),
+        ] {
+            if let Some(value) = value {
+                let subject = Subject::Scope {
+                    kind: AlertKind::GapWidening,
+                    scope: scope.to_string(),
+                    dimension: Some(spec.name.clone()),
+                    gap: Some(gap),
+                };
+                self.level(subject, value, threshold, report.rating_count, at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// CHURN_RISK: fires when a customer becomes at risk, resolves when
+    /// they are no longer.
+    pub(super) fn customer(
+        &mut self,
+        customer: &str,
+        report: &CustomerReport,
+        at: Millis,
+        red_below: f64,
+    ) -> Result<()> {
+        let subject = Subject::Customer {
+            customer: customer.to_string(),
+        };
+        let open = self.monitor(subject.clone())?.state.open.is_some();
+        let reading = Reading {
+            value: report.loyalty.index,
+            baseline: None,
+            threshold: Some(red_below),
+            observations: report.survey_count + report.interaction_count,
+            event_at: at,
+        };
+        let loyalty = report
+            .loyalty
+            .index
+            .map_or("no loyalty index".to_string(), |l| {
+                format!("loyalty {l:.1}")
+            });
+        if report.at_risk && !open {
+            let vip = report.tier == Tier::Vip;
+            let severity = if vip {
+                AlertSeverity::Critical
+            } else {
+                AlertSeverity::Warning
+            };
+            let why = if report.loyalty.index.is_some_and(|l| l < red_below) {
+                format!("{loyalty}, below {red_below}")
+            } else {
+                format!("{loyalty}, recent cancellation")
+            };
+            let who = if vip { "VIP customer" } else { "customer" };
+            let message = format!("{who} {customer} is at risk of churning ({why})");
+            self.open(subject, severity, reading, message)
+        } else if !report.at_risk && open {
+            let message = format!("customer {customer} is no longer at risk ({loyalty})");
+            self.close(subject, reading, message)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// After a complaint step: schedules the overdue checks of a newly
+    /// opened case and resolves overdue alerts of stages now done.
+    pub(super) fn complaint(
+        &mut self,
+        customer: &str,
+        case: &str,
+        view: &CaseView,
+        opened_now: bool,
+        at: Millis,
+    ) -> Result<()> {
+        let grace = (self.settings.overdue_grace_secs * 1000.0) as Millis;
+        for (stage, done, deadline) in [
+            (
+                ComplaintStage::Response,
+                view.responded,
+                view.response_deadline,
+            ),
+            (
+                ComplaintStage::Resolution,
+                view.resolved,
+                view.resolution_deadline,
+            ),
+        ] {
+            let subject = Subject::Complaint {
+                customer: customer.to_string(),
+                case: case.to_string(),
+                stage,
+            };
+            if done {
+                if self.monitor(subject.clone())?.state.open.is_some() {
+                    let reading = Reading {
+                        value: None,
+                        baseline: None,
+                        threshold: None,
+                        observations: 1,
+                        event_at: at,
+                    };
+                    let message = format!(
+                        "complaint {case} of customer {customer} got its {}",
+                        stage_noun(stage)
+                    );
+                    self.close(subject, reading, message)?;
+                }
+            } else if opened_now {
+                let due = deadline.max(self.now.saturating_add(grace));
+                self.overdue_new.push((due, subject.key()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A due overdue check: `view` is the case now (`None` if unknown).
+    pub(super) fn overdue_check(
+        &mut self,
+        raw_key: Vec<u8>,
+        subject_key: &str,
+        view: Option<CaseView>,
+    ) -> Result<()> {
+        self.overdue_done.push(raw_key);
+        let Some((customer, case, stage)) = Subject::parse_complaint_key(subject_key) else {
+            return Ok(());
+        };
+        let Some(view) = view else {
+            return Ok(());
+        };
+        let (done, deadline) = match stage {
+            ComplaintStage::Response => (view.responded, view.response_deadline),
+            ComplaintStage::Resolution => (view.resolved, view.resolution_deadline),
+        };
+        let subject = Subject::Complaint {
+            customer: customer.clone(),
+            case: case.clone(),
+            stage,
+        };
+        if done || self.monitor(subject.clone())?.state.open.is_some() {
+            return Ok(());
+        }
+        let late_hours = (self.now - deadline) as f64 / MILLIS_PER_HOUR;
+        let sla_hours = (deadline - view.opened_at) as f64 / MILLIS_PER_HOUR;
+        let severity = match view.severity {
+            Severity::Major => AlertSeverity::Critical,
+            Severity::Minor => AlertSeverity::Warning,
+        };
+        let reading = Reading {
+            value: Some(late_hours),
+            baseline: None,
+            threshold: Some(sla_hours),
+            observations: 1,
+            event_at: deadline,
+        };
+        let message = format!(
+            "complaint {case} of customer {customer} got no {} within its {sla_hours:.1} h SLA",
+            stage_noun(stage)
+        );
+        self.open(subject, severity, reading, message)
+    }
+
+    /// Acknowledges an open alert; `rebaseline` makes its detector relearn.
+    pub(super) fn acknowledge(&mut self, id: u64, note: String, rebaseline: bool) -> Result<Alert> {
+        let Some(mut alert) = self.latest_alert(id)? else {
+            return Err(Error::NotFound(format!(
+                "no alert {id} (unknown or past retention)"
+            )));
+        };
+        if !alert.state.is_open() {
+            return Err(Error::FailedPrecondition(format!(
+                "alert {id} is already resolved"
+            )));
+        }
+        if rebaseline {
+            let monitor = self.monitor(alert.subject.clone())?;
+            match &mut monitor.state.detector {
+                Detector::Cusum(c) => c.rebaseline(),
+                Detector::Level(l) => l.rebaseline(),
+                Detector::Condition => {}
+            }
+            monitor.dirty = true;
+        }
+        alert.sequence = self.next_sequence;
+        self.next_sequence += 1;
+        alert.state = AlertState::Acknowledged;
+        alert.note = note;
+        alert.updated_at = self.now;
+        self.push(alert.clone());
+        Ok(alert)
+    }
+
+    /// Retention: drops log transitions committed before the cutoff.
+    pub(super) fn prune(&mut self, limit: usize) -> Result<()> {
+        let cutoff = self.now.saturating_sub(self.settings.retention_ms());
+        for old in self.store.oldest_alert_transitions(limit)? {
+            if old.updated_at >= cutoff {
+                break;
+            }
+            // A resolved alert whose last transition leaves the log is
+            // forgotten; an open one stays listable.
+            let forget = old.state == AlertState::Resolved;
+            self.pruned_through = Some(old.sequence);
+            self.pruned.push((old, forget));
+        }
+        Ok(())
+    }
+
+    /// Stages everything in `batch`; returns the new transitions and the
+    /// next sequence.
+    pub(super) fn finish(self, batch: &mut WriteBatch) -> Result<(Vec<Alert>, u64)> {
+        for (key, monitor) in &self.monitors {
+            if monitor.dirty {
+                batch.put_monitor(key, &monitor.state)?;
+            }
+        }
+        for (old, forget) in &self.pruned {
+            batch.prune_alert(old, *forget);
+        }
+        if let Some(seq) = self.pruned_through {
+            batch.put_alerts_pruned_through(seq)?;
+        }
+        for alert in &self.log {
+            batch.put_alert(alert)?;
+        }
+        for raw in self.overdue_done {
+            batch.delete(raw);
+        }
+        for (due, key) in &self.overdue_new {
+            batch.put_overdue(*due, key);
+        }
+        Ok((self.log, self.next_sequence))
+    }
+}
+
+fn stage_noun(stage: ComplaintStage) -> &'static str {
+    match stage {
+        ComplaintStage::Response => "first response",
+        ComplaintStage::Resolution => "resolution",
+    }
+}
+
+/// "responsiveness gap in region=east widened from 0.4 to 1.3 points".
+fn describe_change(subject: &Subject, r: &Reading, fired: bool) -> String {
+    let Subject::Scope {
+        kind,
+        scope,
+        dimension,
+        gap,
+    } = subject
+    else {
+        return String::new();
+    };
+    let from = r.baseline.map_or("?".into(), |b| format!("{b:.2}"));
+    let to = r.value.map_or("?".into(), |v| format!("{v:.2}"));
+    let what = match (kind, gap) {
+        (AlertKind::GapWidening, Some(GapKind::Total)) => {
+            format!("{} gap in {scope}", dimension.as_deref().unwrap_or(""))
+        }
+        (AlertKind::GapWidening, Some(g)) => format!(
+            "{} {} shortfall in {scope}",
+            dimension.as_deref().unwrap_or(""),
+            g.tag()
+        ),
+        (AlertKind::SatisfactionDrop, _) => format!("satisfaction in {scope}"),
+        (AlertKind::LoyaltyDrop, _) => format!("advocacy in {scope}"),
+        _ => scope.clone(),
+    };
+    let moved = match (kind, fired) {
+        (AlertKind::GapWidening, true) => "widened",
+        (_, true) => "dropped",
+        (_, false) => "back in control",
+    };
+    let unit = if *gap == Some(GapKind::Total) {
+        " points"
+    } else {
+        ""
+    };
+    if fired {
+        format!("{what} {moved} from {from} to {to}{unit}")
+    } else {
+        format!("{what} {moved} (baseline {from}{unit})")
+    }
+}
