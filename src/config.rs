@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Largest request message accepted, bytes.
     pub max_message_bytes: usize,
+    /// Browser origins allowed to call over gRPC-Web (CORS), e.g.
+    /// `https://dash.example.com`; `*` allows any. Empty: same-origin only.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +44,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             shutdown_timeout_secs: 10,
             max_message_bytes: 16 * 1024 * 1024,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -142,6 +146,11 @@ impl Config {
             anyhow::bail!(
                 "ingest.max_batch_events, max_commit_events and queue_capacity must be positive"
             );
+        }
+        for origin in &self.server.cors_allowed_origins {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+                anyhow::bail!("server.cors_allowed_origins: {origin:?} is not a valid origin");
+            }
         }
         if self.storage.cache_capacity_mb == 0 {
             anyhow::bail!("storage.cache_capacity_mb must be positive");

@@ -86,6 +86,7 @@ pub async fn run_with_ready(
     // HTTP/1.1 and gRPC-Web too, so browser dashboards need no proxy.
     let server = Server::builder()
         .accept_http1(true)
+        .layer(cors_layer(&config.server.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -125,4 +126,38 @@ pub async fn run_with_ready(
     engine.shutdown().await;
     tracing::info!("gapwatch stopped");
     Ok(())
+}
+
+/// CORS for gRPC-Web callers from the configured origins (none: the layer
+/// adds no headers and browsers allow same-origin pages only).
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use http::header::{HeaderName, HeaderValue};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let layer = CorsLayer::new()
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers(
+            [
+                "content-type",
+                "x-grpc-web",
+                "x-user-agent",
+                "grpc-timeout",
+                "authorization",
+            ]
+            .map(HeaderName::from_static),
+        )
+        .expose_headers(
+            ["grpc-status", "grpc-message", "grpc-status-details-bin"].map(HeaderName::from_static),
+        );
+    if origins.is_empty() {
+        layer
+    } else if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        // Validated by Config::validate.
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
 }
