@@ -21,6 +21,18 @@ fn in_control(rng: &mut SmallRng) -> f64 {
     MU + SIGMA * normal(rng)
 }
 
+/// 300 in-control observations, then more until any false alarm resolved.
+fn settled(rng: &mut SmallRng, direction: Direction, p: &DetectorParams) -> Cusum {
+    let mut c = Cusum::default();
+    for _ in 0..300 {
+        c.observe(in_control(rng), direction, p);
+    }
+    while c.is_open() {
+        c.observe(in_control(rng), direction, p);
+    }
+    c
+}
+
 /// Runs `monitors` in-control series of `len` observations; returns the
 /// Fired count and the monitored observations (those after warm-up) with an
 /// index in `window`.
@@ -62,15 +74,15 @@ fn in_control_false_alarms_are_about_one_per_500() {
 #[test]
 fn small_sample_baseline_does_not_inflate_false_alarms() {
     // Right after warm-up the baseline rests on 30 samples: the case the
-    // t correction exists for. A plug-in μ̂, σ̂ measures about 1/430 here, a
-    // known μ, σ about 1/554.
-    let (fired, n) = false_alarms(2_000_000, 5_000, 130, 30..130);
+    // t correction exists for. With these seeds a known μ, σ measures 1/583,
+    // a plug-in μ̂, σ̂ 1/454 and √(1+1/n) without the t correction 1/507.
+    let (fired, n) = false_alarms(2_000_000, 20_000, 130, 30..130);
     let rate = fired as f64 / n as f64;
     println!(
         "observations 31..130: {fired} alarms in {n} = 1/{:.0}",
         1.0 / rate
     );
-    assert!(rate <= 1.0 / 490.0, "1/{:.0}", 1.0 / rate);
+    assert!(rate <= 1.0 / 530.0, "1/{:.0}", 1.0 / rate);
 }
 
 /// Median delay (shifted observations up to and including the Fired one) of
@@ -109,9 +121,10 @@ fn one_sigma_step_is_caught_within_a_dozen_observations() {
         );
         assert!(kept >= 200, "{kept}");
         assert!(median <= 12, "{median}");
-        // 270 monitored observations at ~1/600 each: ~36% of runs see a false
-        // alarm before the step; "few" at the spec's ARL0 cannot mean less.
-        assert!(excluded * 2 <= 600, "{excluded}");
+        // 270 monitored observations at ARL0 ≈ 510: ~40% of runs false-alarm
+        // before the step, as with a known μ, σ (226 up, 263 down of these
+        // 600); "few" cannot mean less at the spec's k and h.
+        assert!(excluded <= 330, "{excluded} of 600");
     }
 }
 
@@ -121,9 +134,9 @@ fn silent_during_warm_up_even_on_a_huge_step() {
     let mut c = Cusum::default();
     for i in 1..=u64::from(p.min_samples) {
         let x = if i < 5 { MU } else { 1_000.0 };
+        assert_eq!(c.threshold(Direction::Up, &p), None, "still warming up");
         assert_eq!(c.observe(x, Direction::Up, &p), None, "observation {i}");
         assert_eq!(c.statistic(), 0.0);
-        assert_eq!(c.threshold(Direction::Up, &p), None);
     }
     assert!(c.threshold(Direction::Up, &p).is_some());
 }
@@ -132,13 +145,7 @@ fn silent_during_warm_up_even_on_a_huge_step() {
 fn one_alert_while_open_then_one_resolve_with_a_frozen_baseline() {
     let p = DetectorParams::default();
     let mut rng = SmallRng::seed_from_u64(4);
-    let mut c = Cusum::default();
-    for _ in 0..300 {
-        c.observe(in_control(&mut rng), Direction::Up, &p);
-    }
-    while c.is_open() {
-        c.observe(in_control(&mut rng), Direction::Up, &p); // let a false alarm pass
-    }
+    let mut c = settled(&mut rng, Direction::Up, &p);
     let mut signals = Vec::new();
     let mut frozen = None;
     for _ in 0..1_000 {
@@ -152,8 +159,8 @@ fn one_alert_while_open_then_one_resolve_with_a_frozen_baseline() {
     assert!((level - (MU + 5.0 * SIGMA)).abs() < 0.1, "{level}");
     assert!((frozen.unwrap().unwrap() - MU).abs() < 0.2);
 
-    // Back in control: C drains (≈ 4.5 per shifted observation in, ≈ 0.5 out)
-    // and resolves only after resolve_after observations at 0.
+    // Back in control: C, capped at h while open, drains (≈ k per
+    // observation) and resolves only after resolve_after observations at 0.
     let mut resolved_after = None;
     for i in 1..=20_000 {
         let before = c.baseline();
@@ -167,7 +174,9 @@ fn one_alert_while_open_then_one_resolve_with_a_frozen_baseline() {
     let i = resolved_after.expect("resolves once back in control");
     println!("resolved {i} in-control observations after a 1,000-observation 5σ shift");
     assert!(i >= p.resolve_after as usize);
-    assert!(i > 5_000, "C must drain first: {i}");
+    // Uncapped, this took ~10,000 observations; capped, the wait is for ten
+    // zeros in a row (each ≈ Φ(k) = 0.69 likely in control): a few hundred.
+    assert!(i < 1_000, "capped C must drain quickly: {i}");
     let b = c.baseline();
     c.observe(MU + 1.0, Direction::Up, &p);
     assert_ne!(b, c.baseline(), "baseline learns again after resolve");
@@ -177,17 +186,10 @@ fn one_alert_while_open_then_one_resolve_with_a_frozen_baseline() {
 fn rebaseline_learns_the_new_level() {
     let p = DetectorParams::default();
     let mut rng = SmallRng::seed_from_u64(5);
-    let mut c = Cusum::default();
-    for _ in 0..300 {
-        c.observe(in_control(&mut rng), Direction::Up, &p);
-    }
-    while c.is_open() {
-        c.observe(in_control(&mut rng), Direction::Up, &p);
-    }
+    let mut c = settled(&mut rng, Direction::Up, &p);
     let shifted = MU + 3.0 * SIGMA;
     let fired = (0..100).any(|_| {
-        c.observe(shifted + SIGMA * normal(&mut rng), Direction::Up, &p)
-            .is_some()
+        c.observe(shifted + SIGMA * normal(&mut rng), Direction::Up, &p) == Some(Signal::Fired)
     });
     assert!(fired && c.is_open());
 
@@ -212,6 +214,39 @@ fn rebaseline_learns_the_new_level() {
 }
 
 #[test]
+fn rebaseline_with_noise_is_back_in_control() {
+    // The same with noisy data, over 200 runs: after the re-baseline the
+    // shifted level false-alarms no more than in-control data does.
+    let p = DetectorParams::default();
+    let (mut fired, mut monitored) = (0, 0);
+    for run in 0..200 {
+        let mut rng = SmallRng::seed_from_u64(6_000_000 + run);
+        let mut c = settled(&mut rng, Direction::Down, &p);
+        let dropped = MU - 2.0 * SIGMA;
+        while c.observe(dropped + SIGMA * normal(&mut rng), Direction::Down, &p)
+            != Some(Signal::Fired)
+        {}
+        c.rebaseline();
+        for i in 1..=p.resolve_after + 1_000 {
+            let signal = c.observe(dropped + SIGMA * normal(&mut rng), Direction::Down, &p);
+            if i <= p.resolve_after {
+                let expected = (i == p.resolve_after).then_some(Signal::Resolved);
+                assert_eq!(signal, expected, "run {run}, observation {i}");
+            } else if i > p.min_samples {
+                monitored += 1;
+                fired += u64::from(signal == Some(Signal::Fired));
+            }
+        }
+    }
+    let rate = fired as f64 / monitored as f64;
+    println!(
+        "after re-baseline: {fired} alarms in {monitored} = 1/{:.0}",
+        1.0 / rate
+    );
+    assert!(rate <= 1.0 / 400.0, "1/{:.0}", 1.0 / rate);
+}
+
+#[test]
 fn level_monitor_hysteresis() {
     let (t, f) = (1.0, 0.8);
     let mut m = LevelMonitor::default();
@@ -221,7 +256,7 @@ fn level_monitor_hysteresis() {
             .collect::<Vec<_>>()
     };
     assert!(
-        feed(&mut m, &[0.5, 0.9, 1.0]).is_empty(),
+        feed(&mut m, &[0.5, 0.9, 1.0, f64::INFINITY, f64::NAN]).is_empty(),
         "at the threshold is not above it"
     );
     assert_eq!(
@@ -232,7 +267,7 @@ fn level_monitor_hysteresis() {
     m.rebaseline();
     assert!(m.is_open(), "rebaseline closes nothing");
     assert_eq!(
-        feed(&mut m, &[f64::NAN, 0.79, 0.5, 0.9]),
+        feed(&mut m, &[f64::NAN, f64::NEG_INFINITY, 0.79, 0.5, 0.9]),
         [Signal::Resolved]
     );
     assert_eq!(feed(&mut m, &[1.01]), [Signal::Fired]);

@@ -1,50 +1,45 @@
 //! Change detectors for alerts (DOMAIN.md "Alerts: when gaps widen"). Pure
-//! math: no I/O, no async; the state is a small serde value stored per monitor.
+//! math, no I/O; each state is a small serde value stored per monitor.
 //!
-//! [`Cusum`] is a self-starting one-sided CUSUM: each observation `x` is
-//! standardized against a slow baseline `μ, σ` learned from the *earlier*
-//! observations, then `C = max(0, C + z − k)` (`−z` for [`Direction::Down`])
-//! and the alert fires when `C > h`. [`LevelMonitor`] is the plain threshold
-//! crossing with hysteresis used for the derived scope gaps.
+//! [`Cusum`]: self-starting one-sided CUSUM. `x` is standardized against a
+//! slow baseline `μ, σ` learned from the *earlier* observations, then
+//! `C = max(0, C + z − k)` (`−z` for [`Direction::Down`]); fire when `C > h`.
+//! [`LevelMonitor`]: threshold crossing with hysteresis, for derived gaps.
 //!
-//! **Baseline estimator.** `μ` and the variance are an exponentially weighted
-//! Welford pair: equal weights (cumulative mean and variance) until
-//! `baseline_observations` (N, default 200) observations, then weight
-//! `α = 1/N`. We also keep `Σw²` of those weights, i.e. `1/n_eff`, which
-//! gives the unbiased variance `s² = var/(1 − Σw²)`.
+//! **Baseline.** An exponentially weighted Welford pair: equal weights until
+//! `baseline_observations` (N) observations, then `α = 1/N`. We also keep
+//! `Σw²` of the weights (`1/n_eff`) for the unbiased `s² = var/(1 − Σw²)`.
 //!
-//! The spec's false-alarm figure (k = 0.5, h = 4.4: ARL0 ≈ 510, Siegmund)
-//! assumes `μ, σ` are *known*. Plugging in estimates from 30 samples does
-//! worse: the error of `x − μ̂` is larger than `σ` and `σ̂` may be low, so the
-//! standardized values have heavy tails. The fix is Hawkins' self-starting
-//! construction: `(x − μ̂)/(s·√(1 + Σw²))` (the prediction error of `x`,
-//! with `√(1+1/n)` in the cumulative phase) is Student-t with
-//! `ν = n_eff − 1` degrees of freedom, and mapping it to a normal quantile
-//! (Wallace's closed form, [`t_to_z`]) gives `z` values that are i.i.d.
-//! N(0, 1) in the cumulative phase. The CUSUM then behaves like the
-//! known-parameter one from observation 31 on. When `σ_min` exceeds the
-//! estimated scale the floor sets the scale, and `z` is plain `(x − μ̂)/σ_min`.
+//! **Why a t correction.** ARL0 ≈ 510 (k = 0.5, h = 4.4, Siegmund) assumes a
+//! *known* `μ, σ`; estimates from 30 samples give `z` heavier tails. Following
+//! Hawkins' self-starting CUSUM, the prediction error `(x − μ̂)/(s·√(1+Σw²))`
+//! is Student-t with `ν = n_eff − 1`, and mapping it to the normal value with
+//! the same tail ([`t_to_z`], Wallace's closed form) makes `z` exactly
+//! N(0, 1) and independent in the equal-weight phase. When `σ_min` exceeds
+//! the estimate, the floor sets the scale and `z = (x − μ̂)/σ_min`.
 //!
-//! Measured (tests/scoring_detectors.rs, normal data, seeded; false alarms
-//! per monitored observation, counting the time an alert is open):
+//! Measured with the seeds of tests/scoring_detectors.rs (false alarms per
+//! monitored observation; open time included, hence below 1/ARL0):
 //!
-//! | estimator                  | obs 31–130 | obs 31–2500 |
-//! |----------------------------|-----------:|------------:|
-//! | known μ, σ (reference)     |    1/554   |    1/672    |
-//! | plug-in μ̂, σ̂ (naive)       |    1/430   |    1/651    |
-//! | + `√(1+Σw²)`, unbiased `s`  |    1/477   |    1/664    |
-//! | + t → z (chosen)           |    1/554   |    1/682    |
+//! | estimator                  | obs 31–130 | obs 31–2500 | 1σ step median |
+//! |----------------------------|-----------:|------------:|---------------:|
+//! | known μ, σ (reference)     |    1/583   |    1/689    |   8 up, 7 down |
+//! | plug-in μ̂, σ̂               |    1/454   |    1/683    |   8 up, 7 down |
+//! | unbiased s, `√(1 + Σw²)`   |    1/507   |    1/694    |   8 up, 7 down |
+//! | + t → z (chosen)           |    1/578   |    1/714    |   8 up, 7 down |
 //!
-//! Median delay to catch a 1σ step after 300 observations is 8 (Up and Down)
-//! for every variant; the correction costs no detection speed. N = 200 keeps
-//! the baseline slow next to a ~9-observation detection: a 1σ step moves `μ̂`
-//! by only ~0.05σ before it fires, and `n_eff = 2N − 1 = 399` keeps σ̂ within
-//! ~4%. N = 100 / 400 measured 1/715 / 1/665 with the same delays; shorter
-//! memory follows slow drifts faster but also absorbs slow real shifts.
+//! So the plug-in is 28% above the reference right after warm-up; later
+//! `n_eff` is large and all variants agree. The correction costs no speed.
 //!
-//! Lifecycle: one open alert at a time. While open the baseline is frozen
-//! and `C` keeps running (it is not capped, so after a long shift it drains
-//! at ≈ k per in-control observation before `resolve_after` starts counting).
+//! **N = 200**: long next to a ~9-observation detection (a 1σ step moves
+//! `μ̂` ~0.05σ before firing; σ̂ rests on `n_eff = 2N − 1 = 399`), short
+//! enough to follow slow drifts. N = 100 measured 1/751 long-run but slows a
+//! 0.5σ step (median 24/27 vs 22/25 up/down, 1,000 simulated runs); N = 400
+//! gains little (21/25) and follows drifts half as fast.
+//!
+//! While an alert is open the baseline is frozen and `C` keeps running
+//! uncapped, so after a long shift `C` drains at ≈ k per in-control
+//! observation before the `resolve_after` count starts.
 
 use serde::{Deserialize, Serialize};
 
@@ -88,16 +83,16 @@ impl Default for DetectorParams {
 impl DetectorParams {
     /// Checks ranges; `name` is the config table, e.g. `alerts.gap_widening`.
     pub fn validate(&self, name: &str) -> Result<(), String> {
-        let finite = |key: &str, v: f64, ok: bool, rule: &str| {
-            if v.is_finite() && ok {
-                Ok(())
-            } else {
-                Err(format!("{name}.{key} must be {rule}, got {v}"))
+        let floats = [
+            ("k", self.k, self.k >= 0.0, ">= 0"),
+            ("h", self.h, self.h > 0.0, "> 0"),
+            ("sigma_min", self.sigma_min, self.sigma_min > 0.0, "> 0"),
+        ];
+        for (key, v, ok, rule) in floats {
+            if !(v.is_finite() && ok) {
+                return Err(format!("{name}.{key} must be {rule}, got {v}"));
             }
-        };
-        finite("k", self.k, self.k >= 0.0, ">= 0")?;
-        finite("h", self.h, self.h > 0.0, "> 0")?;
-        finite("sigma_min", self.sigma_min, self.sigma_min > 0.0, "> 0")?;
+        }
         // Two observations are the least that define a variance (ν ≥ 1).
         let counts = [
             ("min_samples", self.min_samples, 2),
@@ -193,6 +188,12 @@ impl Cusum {
         } else {
             None
         };
+        if self.open {
+            // Capped while open: the alert already says "changed"; an
+            // uncapped C after a long shift would take ~C/k in-control
+            // observations to drain, delaying RESOLVED by thousands.
+            self.c = self.c.min(p.h);
+        }
         // Frozen while open, so the shifted level does not become "normal";
         // a re-baseline's warm-up learns even while open.
         if !self.open || !ready {
@@ -291,8 +292,8 @@ impl Cusum {
 }
 
 /// Student-t value with `nu` degrees of freedom → standard normal value with
-/// the same tail probability (Wallace 1959; error < 0.01 for ν ≥ 10 in the
-/// range that matters here, and monotone for every ν).
+/// the same tail probability (Wallace 1959; |error| ≤ 0.003 for ν ≥ 29, the
+/// default warm-up, ≈ 0.01 at ν = 10; monotone in `t` for every ν).
 fn t_to_z(t: f64, nu: f64) -> f64 {
     t.signum() * (8.0 * nu + 1.0) / (8.0 * nu + 3.0) * (nu * (t * t / nu).ln_1p()).sqrt()
 }
@@ -313,6 +314,9 @@ pub struct LevelMonitor {
 impl LevelMonitor {
     /// Non-finite values are ignored.
     pub fn observe(&mut self, value: f64, threshold: f64, resolve_fraction: f64) -> Option<Signal> {
+        if !value.is_finite() {
+            return None;
+        }
         if !self.open && value > threshold {
             self.open = true;
             Some(Signal::Fired)
@@ -320,7 +324,7 @@ impl LevelMonitor {
             self.open = false;
             Some(Signal::Resolved)
         } else {
-            None // includes NaN, which compares false both ways
+            None
         }
     }
 
