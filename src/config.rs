@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::engine::{AlertSettings, EngineOptions};
 use crate::scoring::Params;
 use crate::store::StoreOptions;
@@ -21,6 +22,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub scoring: Params,
     pub alerts: AlertSettings,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -36,6 +38,43 @@ pub struct ServerConfig {
     /// Browser origins allowed to call over gRPC-Web (CORS), e.g.
     /// `https://dash.example.com`; `*` allows any. Empty: same-origin only.
     pub cors_allowed_origins: Vec<String>,
+    /// A second, plaintext port serving only gRPC health (Kubernetes `grpc:`
+    /// probes cannot speak TLS or send tokens). Off when unset.
+    pub health_listen: Option<SocketAddr>,
+    /// TLS on the main port; absent: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Deadline of unary requests, seconds (streams have their own limits).
+    pub request_timeout_secs: u64,
+    /// HTTP/2 streams (concurrent RPCs) one connection may open.
+    pub max_concurrent_streams: u32,
+    /// Requests in flight per connection; beyond it new requests are shed
+    /// at once with UNAVAILABLE instead of queueing.
+    pub max_inflight_per_connection: usize,
+    /// HTTP/2 keepalive ping interval and ack timeout, seconds.
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    /// Connections are closed (GOAWAY) after this age so clients rebalance;
+    /// 0 = never. In-flight RPCs get `max_connection_age_grace_secs`.
+    pub max_connection_age_secs: u64,
+    pub max_connection_age_grace_secs: u64,
+    /// A StreamEvents stream that sends nothing for this long is ended
+    /// (after acking what it sent), seconds.
+    pub stream_idle_timeout_secs: u64,
+    /// Longest life of a StreamEvents or Subscribe stream, seconds; clients
+    /// reconnect (Subscribe resumes from its sequence). 0 = unlimited.
+    pub stream_max_duration_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate signed by
+    /// it (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +84,17 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 10,
             max_message_bytes: 16 * 1024 * 1024,
             cors_allowed_origins: Vec::new(),
+            health_listen: None,
+            tls: None,
+            request_timeout_secs: 30,
+            max_concurrent_streams: 256,
+            max_inflight_per_connection: 1_024,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            max_connection_age_secs: 0,
+            max_connection_age_grace_secs: 30,
+            stream_idle_timeout_secs: 300,
+            stream_max_duration_secs: 86_400,
         }
     }
 }
@@ -146,6 +196,22 @@ impl Config {
             anyhow::bail!(
                 "ingest.max_batch_events, max_commit_events and queue_capacity must be positive"
             );
+        }
+        let srv = &self.server;
+        if srv.request_timeout_secs == 0
+            || srv.max_concurrent_streams == 0
+            || srv.max_inflight_per_connection == 0
+            || srv.keepalive_interval_secs == 0
+            || srv.keepalive_timeout_secs == 0
+            || srv.stream_idle_timeout_secs == 0
+        {
+            anyhow::bail!(
+                "server.request_timeout_secs, max_concurrent_streams, max_inflight_per_connection, \
+                 keepalive_interval_secs, keepalive_timeout_secs and stream_idle_timeout_secs must be positive"
+            );
+        }
+        if srv.max_message_bytes < 1024 {
+            anyhow::bail!("server.max_message_bytes must be at least 1024");
         }
         for origin in &self.server.cors_allowed_origins {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {

@@ -5,6 +5,7 @@
 //! group commit to sled) → acks. Reads come from committed state.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod engine;
@@ -16,4 +17,4 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::{run, run_with_ready};
+pub use server::{run, run_with_ready, Bound};

@@ -21,6 +21,15 @@ use crate::proto::{
 };
 use crate::store::Store;
 
+/// Where a running server listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// The main gRPC port (all services, TLS when configured).
+    pub grpc: SocketAddr,
+    /// The plaintext health-only port, when configured.
+    pub health: Option<SocketAddr>,
+}
+
 /// Runs gapwatch on `listener` until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -30,16 +39,18 @@ pub async fn run(
     run_with_ready(config, listener, shutdown, |_| {}).await
 }
 
-/// Like [`run`], calling `ready` with the bound address once the data dir is
-/// open and the services are registered (so "listening" is never printed
+/// Like [`run`], calling `ready` with the bound addresses once the data dir
+/// is open and the services are registered (so "listening" is never printed
 /// for a server that then fails to open its store).
 pub async fn run_with_ready(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(&Bound),
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let auth = crate::auth::Authenticator::load(&config.auth)?;
+    let tls = tls_config(config.server.tls.as_ref()).await?;
     let data_dir = config.storage.data_dir.clone();
     let store_options = config.store_options();
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_options))
@@ -82,11 +93,47 @@ pub async fn run_with_ready(
     health.set_serving::<ConfigServiceServer<ConfigApi>>().await;
     health.set_serving::<AlertServiceServer<AlertApi>>().await;
 
+    let health_server = match config.server.health_listen {
+        Some(addr) => {
+            let health_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("server.health_listen {addr}: {e}"))?;
+            let bound = health_listener.local_addr()?;
+            let serve = Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(health_listener),
+                    token.clone().cancelled_owned(),
+                );
+            Some((bound, tokio::spawn(serve)))
+        }
+        None => None,
+    };
+
+    let srv = &config.server;
+    let secs = Duration::from_secs;
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder = builder
+        .timeout(secs(srv.request_timeout_secs))
+        .max_concurrent_streams(srv.max_concurrent_streams)
+        .concurrency_limit_per_connection(srv.max_inflight_per_connection)
+        .load_shed(true)
+        .http2_keepalive_interval(Some(secs(srv.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(secs(srv.keepalive_timeout_secs)));
+    if srv.max_connection_age_secs > 0 {
+        builder = builder
+            .max_connection_age(secs(srv.max_connection_age_secs))
+            .max_connection_age_grace(secs(srv.max_connection_age_grace_secs));
+    }
     let address = listener.local_addr()?;
     // HTTP/1.1 and gRPC-Web too, so browser dashboards need no proxy.
-    let server = Server::builder()
+    let server = builder
         .accept_http1(true)
         .layer(cors_layer(&config.server.cors_allowed_origins))
+        .layer(crate::auth::AuthLayer::new(auth))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -100,8 +147,18 @@ pub async fn run_with_ready(
             token.clone().cancelled_owned(),
         );
     tokio::pin!(server);
-    tracing::info!(%address, data_dir = %config.storage.data_dir.display(), "gapwatch serving");
-    ready(address);
+    let bound = Bound {
+        grpc: address,
+        health: health_server.as_ref().map(|(addr, _)| *addr),
+    };
+    tracing::info!(
+        %address,
+        health = ?bound.health,
+        tls = config.server.tls.is_some(),
+        data_dir = %config.storage.data_dir.display(),
+        "gapwatch serving"
+    );
+    ready(&bound);
 
     tokio::select! {
         result = &mut server => {
@@ -121,6 +178,9 @@ pub async fn run_with_ready(
                 Err(_) => tracing::warn!(?grace, "drain timed out; closing remaining connections"),
             }
         }
+    }
+    if let Some((_, handle)) = health_server {
+        handle.abort();
     }
     // Commits whatever handlers queued before they stopped.
     engine.shutdown().await;
@@ -160,4 +220,27 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
             .collect();
         layer.allow_origin(AllowOrigin::list(list))
     }
+}
+
+/// Reads the TLS files; mutual TLS when a client CA is given.
+async fn tls_config(
+    tls: Option<&crate::config::TlsConfig>,
+) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let Some(tls) = tls else {
+        return Ok(None);
+    };
+    let read = |path: std::path::PathBuf, key: &'static str| async move {
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| anyhow::anyhow!("server.tls.{key} {}: {e}", path.display()))
+    };
+    let cert = read(tls.cert_file.clone(), "cert_file").await?;
+    let key = read(tls.key_file.clone(), "key_file").await?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca_file {
+        let ca = read(ca.clone(), "client_ca_file").await?;
+        config = config.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(Some(config))
 }

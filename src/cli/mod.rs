@@ -1,5 +1,6 @@
 //! Subcommands. `serve` runs the service; the others are gRPC clients.
 
+mod alerts;
 mod demo;
 mod score;
 mod send;
@@ -31,8 +32,11 @@ enum Command {
     Send(send::SendArgs),
     /// Prints the scores of a customer or a scope.
     Score(score::ScoreArgs),
-    /// Sends a realistic synthetic workload and prints the scores.
+    /// Sends a realistic synthetic workload, shows its alerts live and
+    /// prints the scores.
     Demo(demo::DemoArgs),
+    /// Lists, follows (--follow) or acknowledges (ack ID) alerts.
+    Alerts(alerts::AlertsArgs),
 }
 
 /// The server a client subcommand talks to.
@@ -41,6 +45,7 @@ pub struct ServerArg {
     /// gapwatch gRPC endpoint.
     #[arg(
         long,
+        global = true,
         env = "GAPWATCH_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
@@ -48,10 +53,13 @@ pub struct ServerArg {
 }
 
 impl ServerArg {
+    pub fn endpoint(&self) -> anyhow::Result<tonic::transport::Endpoint> {
+        tonic::transport::Endpoint::from_shared(self.server.clone())
+            .map_err(|e| anyhow::anyhow!("bad --server {}: {e}", self.server))
+    }
+
     pub async fn connect(&self) -> anyhow::Result<tonic::transport::Channel> {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.server.clone())
-            .map_err(|e| anyhow::anyhow!("bad --server {}: {e}", self.server))?;
-        endpoint
+        self.endpoint()?
             .connect()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach gapwatch at {}: {e}", self.server))
@@ -80,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send::run(args).await,
         Command::Score(args) => score::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Alerts(args) => alerts::run(args).await,
     }
 }
 
@@ -98,8 +107,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     // A stable line on stdout, printed once the data dir is open: scripts
     // and tests started with port 0 read the bound address from it.
-    gapwatch::run_with_ready(config, listener, shutdown_signal(), |address| {
-        println!("gapwatch listening on {address}");
+    gapwatch::run_with_ready(config, listener, shutdown_signal(), |bound| {
+        println!("gapwatch listening on {}", bound.grpc);
+        if let Some(health) = bound.health {
+            println!("gapwatch health on {health}");
+        }
     })
     .await?;
     Ok(ExitCode::SUCCESS)
