@@ -385,3 +385,64 @@ async fn too_many_streams_on_one_connection_wait_for_a_slot() {
     drop(open);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn idle_and_overlong_streams_are_ended_after_their_acks() {
+    let server = TestServer::start_with(|c| {
+        c.server.stream_idle_timeout_secs = 1;
+        c.server.stream_max_duration_secs = 2;
+    })
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<proto::StreamEventsRequest>(4);
+    let mut acks = server
+        .ingest
+        .clone()
+        .stream_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(proto::StreamEventsRequest {
+        event: Some(proto::Event {
+            kind: Some(proto::event::Kind::Survey(csat("idle-1", "c-1", T0, 4))),
+        }),
+    })
+    .await
+    .unwrap();
+    let ack = acks.message().await.unwrap().expect("the ack comes first");
+    assert_eq!(ack.sequence, 1);
+    // The producer stays silent: the server ends the stream.
+    let end = tokio::time::timeout(Duration::from_secs(30), acks.message())
+        .await
+        .expect("ended by the idle limit")
+        .unwrap_err();
+    assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
+    assert!(end.message().contains("stream_idle_timeout_secs"));
+    drop(tx);
+
+    // Subscribe streams end at their maximum duration, naming where to
+    // resume.
+    let mut alerts = server
+        .alerts
+        .clone()
+        .subscribe(proto::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(30), alerts.message())
+            .await
+            .expect("ended by the duration limit")
+        {
+            Ok(Some(_heartbeat)) => continue,
+            Ok(None) => panic!("must end with a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(
+        end.message().contains("resume from sequence 1"),
+        "{}",
+        end.message()
+    );
+    server.stop().await;
+}

@@ -155,6 +155,7 @@ impl AlertService for AlertApi {
         let (tx, rx) = mpsc::channel(settings.subscriber_buffer);
         let heartbeat = Duration::from_secs_f64(settings.heartbeat_secs);
         let shutdown = self.shared.shutdown.clone();
+        let max_secs = self.shared.config.server.stream_max_duration_secs;
         tokio::spawn(async move {
             let session = Subscriber {
                 feed,
@@ -163,7 +164,7 @@ impl AlertService for AlertApi {
                 next: start,
                 tx,
             };
-            session.run(heartbeat, shutdown).await;
+            session.run(heartbeat, shutdown, max_secs).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -267,8 +268,15 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn run(mut self, heartbeat: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    async fn run(
+        mut self,
+        heartbeat: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+        max_secs: u64,
+    ) {
         let mut head = self.feed.watch();
+        let max_duration = super::stream_deadline(max_secs);
+        tokio::pin!(max_duration);
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         loop {
@@ -286,6 +294,14 @@ impl Subscriber {
                     return;
                 }
                 () = self.tx.closed() => return,
+                () = &mut max_duration => {
+                    let message = format!(
+                        "stream reached server.stream_max_duration_secs; resume from sequence {}",
+                        self.next
+                    );
+                    let _ = self.tx.send(Err(Status::unavailable(message))).await;
+                    return;
+                }
                 changed = head.changed() => if changed.is_err() { return },
                 _ = ticker.tick() => {
                     let message = SubscribeResponse {

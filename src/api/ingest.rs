@@ -262,9 +262,28 @@ async fn read_stream(
 ) {
     let mut chunks = inbound.ready_chunks(STREAM_CHUNK);
     let mut next_index = 0u64;
+    let limits = &shared.config.server;
+    let idle = std::time::Duration::from_secs(limits.stream_idle_timeout_secs);
+    let max_duration = super::stream_deadline(limits.stream_max_duration_secs);
+    tokio::pin!(max_duration);
     loop {
         let chunk = tokio::select! {
             chunk = chunks.next() => chunk,
+            () = tokio::time::sleep(idle) => {
+                let status = Status::deadline_exceeded(format!(
+                    "no event for {}s (server.stream_idle_timeout_secs); stream closed after acking what was received",
+                    idle.as_secs()
+                ));
+                let _ = pending.send(StreamItem::End(status)).await;
+                return;
+            }
+            () = &mut max_duration => {
+                let status = Status::unavailable(
+                    "stream reached server.stream_max_duration_secs; reconnect and resend unacknowledged events",
+                );
+                let _ = pending.send(StreamItem::End(status)).await;
+                return;
+            }
             () = shared.shutdown.cancelled() => {
                 let status = Status::unavailable(
                     "server shutting down; reconnect and resend unacknowledged events",

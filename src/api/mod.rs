@@ -37,3 +37,11 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Completes when a stream has lived `max_secs` (never when 0).
+pub(crate) async fn stream_deadline(max_secs: u64) {
+    if max_secs == 0 {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(max_secs)).await;
+}
