@@ -23,8 +23,9 @@ Modes:
       Prints each alert transition as it is committed. On a disconnect or a
       server restart it reconnects (backoff 100 ms doubling to 5 s) and
       resumes right after the last sequence it saw, so nothing is missed or
-      repeated. Without --from it starts at the head of the log. Exits 1 if
-      the position is no longer retained (OUT_OF_RANGE), 0 on Ctrl-C.
+      repeated. Without --from it starts at the head of the log (the head
+      sequence is read first). Exits 1 if the position is not retained
+      (OUT_OF_RANGE), 0 on Ctrl-C.
   gapwatch alerts ack ID [--note TEXT] [--rebaseline]
       Acknowledges an open alert.
 
@@ -362,7 +363,11 @@ pub fn table(alerts: &[Alert]) -> String {
                 if gap.is_empty() { "-" } else { gap }.into(),
                 opt(a.value),
                 opt(a.baseline),
-                a.message.clone(),
+                if a.note.is_empty() {
+                    a.message.clone()
+                } else {
+                    format!("{} [note: {}]", a.message, a.note)
+                },
             ]
         })
         .collect();
@@ -455,7 +460,7 @@ impl Position {
 
     /// `from_sequence` of the next Subscribe: `None` (the head) until a
     /// first message has fixed the position.
-    pub fn from_sequence(&self) -> Option<u64> {
+    pub fn resume_from(&self) -> Option<u64> {
         self.next
     }
 
@@ -473,6 +478,11 @@ impl Position {
     pub fn heartbeat(&mut self, sequence: u64) {
         let next = sequence + 1;
         self.next = Some(self.next.map_or(next, |n| n.max(next)));
+    }
+
+    /// Whether everything up to `sequence` has been delivered.
+    pub fn covers(&self, sequence: u64) -> bool {
+        self.next.is_some_and(|next| next > sequence)
     }
 }
 
@@ -571,7 +581,7 @@ async fn follow(args: &AlertsArgs) -> anyhow::Result<ExitCode> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        let request = subscribe_request(args, position.from_sequence());
+        let request = subscribe_request(args, position.resume_from());
         let ended = tokio::select! {
             _ = &mut ctrl_c => Ended::CtrlC,
             ended = follow_once(&mut client, request, &mut position, &mut backoff, args.json) => ended?,
@@ -586,7 +596,7 @@ async fn follow(args: &AlertsArgs) -> anyhow::Result<ExitCode> {
         };
         let delay = backoff.delay();
         let from = position
-            .from_sequence()
+            .resume_from()
             .map_or_else(|| "the head".to_string(), |s| format!("sequence {s}"));
         eprintln!(
             "alerts: {reason}; reconnecting in {} ms from {from}",
@@ -614,6 +624,24 @@ async fn follow_once(
             Ended::Fatal(status)
         }
     };
+    let mut request = request;
+    if request.from_sequence.is_none() {
+        // Pin "the head" to a sequence before subscribing, so that a
+        // disconnection before the first message (a heartbeat can be
+        // seconds away) resumes exactly there instead of at a later head.
+        let head = match client
+            .list_alerts(ListAlertsRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(response) => response.into_inner().head_sequence,
+            Err(status) => return Ok(classify(status)),
+        };
+        position.heartbeat(head);
+        request.from_sequence = position.resume_from();
+    }
     let mut stream = match client.subscribe(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Ok(classify(status)),
@@ -650,46 +678,49 @@ mod tests {
     #[test]
     fn position_advances_on_alerts_and_heartbeats() {
         let mut p = Position::new(None);
-        assert_eq!(p.from_sequence(), None, "starts at the head");
+        assert_eq!(p.resume_from(), None, "starts at the head");
         p.heartbeat(41); // the head when subscribing
-        assert_eq!(p.from_sequence(), Some(42));
+        assert_eq!(p.resume_from(), Some(42));
         assert!(p.alert(42));
         assert!(p.alert(45), "filtered-out sequences may be skipped");
-        assert_eq!(p.from_sequence(), Some(46));
+        assert_eq!(p.resume_from(), Some(46));
         p.heartbeat(60);
         assert_eq!(
-            p.from_sequence(),
+            p.resume_from(),
             Some(61),
             "a heartbeat moves past filtered ones"
         );
         p.heartbeat(50);
-        assert_eq!(p.from_sequence(), Some(61), "never moves back");
+        assert_eq!(p.resume_from(), Some(61), "never moves back");
+        assert!(p.covers(60));
+        assert!(!p.covers(61));
+        assert!(!Position::new(None).covers(0), "nothing seen yet");
     }
 
     #[test]
     fn position_skips_repeats_after_a_reconnection() {
         let mut p = Position::new(Some(10));
-        assert_eq!(p.from_sequence(), Some(10));
+        assert_eq!(p.resume_from(), Some(10));
         assert!(p.alert(10));
         assert!(p.alert(11));
         // A server replaying from before the position: skipped, no move.
         assert!(!p.alert(11));
         assert!(!p.alert(3));
-        assert_eq!(p.from_sequence(), Some(12));
+        assert_eq!(p.resume_from(), Some(12));
         // The first heartbeat after resuming at 12 says 11: unchanged.
         p.heartbeat(11);
-        assert_eq!(p.from_sequence(), Some(12));
+        assert_eq!(p.resume_from(), Some(12));
     }
 
     #[test]
     fn position_from_zero_takes_the_whole_log() {
         let mut p = Position::new(Some(0));
-        assert_eq!(p.from_sequence(), Some(0));
+        assert_eq!(p.resume_from(), Some(0));
         assert!(p.alert(1));
-        assert_eq!(p.from_sequence(), Some(2));
+        assert_eq!(p.resume_from(), Some(2));
         let mut empty = Position::new(None);
         empty.heartbeat(0); // an empty log
-        assert_eq!(empty.from_sequence(), Some(1));
+        assert_eq!(empty.resume_from(), Some(1));
     }
 
     #[test]
@@ -756,10 +787,19 @@ mod tests {
             line.contains("region=east      responsiveness/TOTAL"),
             "{line}"
         );
-        let t = table(&[a]);
+        let acknowledged = Alert {
+            state: AlertState::Acknowledged as i32,
+            note: "on it".into(),
+            ..a.clone()
+        };
+        let t = table(&[a, acknowledged]);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("ID  STATE   SEVERITY  KIND"), "{t}");
+        assert_eq!(lines.len(), 3);
+        assert!(lines[2].ends_with("widened [note: on it]"), "{t}");
+        assert!(
+            lines[0].starts_with("ID  STATE         SEVERITY  KIND"),
+            "{t}"
+        );
         assert!(lines[1].contains("GAP_WIDENING  region=east"), "{t}");
         assert!(
             lines[1].contains("TOTAL   1.25      0.40  responsiveness gap"),

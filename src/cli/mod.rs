@@ -1,6 +1,7 @@
 //! Subcommands. `serve` runs the service; the others are gRPC clients.
 
 mod alerts;
+mod bench;
 mod demo;
 mod score;
 mod send;
@@ -37,6 +38,13 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Lists, follows (--follow) or acknowledges (ack ID) alerts.
     Alerts(alerts::AlertsArgs),
+    /// Measures ingest throughput, ack and alert latency, memory, disk per
+    /// customer and restart time against the transport ceiling (see
+    /// docs/PERFORMANCE.md).
+    Bench(bench::BenchArgs),
+    /// The transport ceiling `bench` compares against: decodes and acks.
+    #[command(hide = true)]
+    BenchCeilingServer(bench::ceiling::CeilingArgs),
 }
 
 /// The server a client subcommand talks to.
@@ -89,6 +97,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Score(args) => score::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Alerts(args) => alerts::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::BenchCeilingServer(args) => bench::ceiling::serve(args).await,
     }
 }
 
@@ -103,17 +113,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.log_json {
         config.log.format = LogFormat::Json;
     }
-    gapwatch::telemetry::init(&config.log);
-    let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
-    // A stable line on stdout, printed once the data dir is open: scripts
-    // and tests started with port 0 read the bound address from it.
-    gapwatch::run_with_ready(config, listener, shutdown_signal(), |bound| {
-        println!("gapwatch listening on {}", bound.grpc);
-        if let Some(health) = bound.health {
-            println!("gapwatch health on {health}");
-        }
-    })
-    .await?;
+    let telemetry = gapwatch::telemetry::init(&config.log)?;
+    let served = async {
+        let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+        // A stable line on stdout, printed once the data dir is open: scripts
+        // and tests started with port 0 read the bound address from it.
+        let ready = |bound: &gapwatch::Bound| {
+            println!("gapwatch listening on {}", bound.grpc);
+            if let Some(health) = bound.health {
+                println!("gapwatch health on {health}");
+            }
+            if let Some(admin) = bound.admin {
+                println!("gapwatch admin on {admin}");
+            }
+        };
+        let telemetry = telemetry.clone();
+        gapwatch::run_with_telemetry(config, listener, shutdown_signal(), ready, telemetry).await
+    }
+    .await;
+    // Exports what is still buffered, on success and on error alike.
+    telemetry.shutdown().await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
