@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// A second, plaintext port serving only gRPC health (Kubernetes `grpc:`
     /// probes cannot speak TLS or send tokens). Off when unset.
     pub health_listen: Option<SocketAddr>,
+    /// A plaintext HTTP port serving `GET /metrics` (Prometheus) and
+    /// `GET /healthz`. Off when unset.
+    pub admin_listen: Option<SocketAddr>,
     /// TLS on the main port; absent: plaintext.
     pub tls: Option<TlsConfig>,
     /// Deadline of unary requests, seconds (streams have their own limits).
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             max_message_bytes: 16 * 1024 * 1024,
             cors_allowed_origins: Vec::new(),
             health_listen: None,
+            admin_listen: None,
             tls: None,
             request_timeout_secs: 30,
             max_concurrent_streams: 256,

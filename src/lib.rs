@@ -4,6 +4,7 @@
 //! Data flows one way: gRPC handler → validate → engine (single writer,
 //! group commit to sled) → acks. Reads come from committed state.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -17,4 +18,4 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::{run, run_with_ready, Bound};
+pub use server::{run, run_with_ready, run_with_telemetry, Bound};

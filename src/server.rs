@@ -20,6 +20,7 @@ use crate::proto::{
     ingest_service_server::IngestServiceServer, score_service_server::ScoreServiceServer,
 };
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// Where a running server listens.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +29,8 @@ pub struct Bound {
     pub grpc: SocketAddr,
     /// The plaintext health-only port, when configured.
     pub health: Option<SocketAddr>,
+    /// The admin HTTP port (`/metrics`, `/healthz`), when configured.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Runs gapwatch on `listener` until `shutdown` completes.
@@ -48,6 +51,19 @@ pub async fn run_with_ready(
     shutdown: impl Future<Output = ()> + Send,
     ready: impl FnOnce(&Bound),
 ) -> anyhow::Result<()> {
+    run_with_telemetry(config, listener, shutdown, ready, Telemetry::local()).await
+}
+
+/// Like [`run_with_ready`], recording metrics (and `/metrics`) with
+/// `telemetry` instead of a fresh local one: `serve` passes the process's,
+/// tests pass theirs to read what was recorded.
+pub async fn run_with_telemetry(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    ready: impl FnOnce(&Bound),
+    telemetry: Telemetry,
+) -> anyhow::Result<()> {
     config.validate()?;
     let auth = crate::auth::Authenticator::load(&config.auth)?;
     let tls = tls_config(config.server.tls.as_ref()).await?;
@@ -56,10 +72,14 @@ pub async fn run_with_ready(
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_options))
         .await?
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", config.storage.data_dir.display()))?;
+    let metrics = telemetry.metrics().clone();
+    // The gauges read the store until the server stops.
+    let _attached = metrics.attach(&store)?;
     let engine = Engine::start(
         store.clone(),
         config.scoring.clone(),
         config.engine_options(),
+        metrics.clone(),
     )?;
     let token = CancellationToken::new();
     let config = Arc::new(config);
@@ -68,6 +88,7 @@ pub async fn run_with_ready(
         store,
         config: config.clone(),
         shutdown: token.clone(),
+        metrics,
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -109,6 +130,10 @@ pub async fn run_with_ready(
         }
         None => None,
     };
+    let admin_server = match config.server.admin_listen {
+        Some(addr) => Some(crate::admin::serve(addr, telemetry.clone(), token.clone()).await?),
+        None => None,
+    };
 
     let srv = &config.server;
     let secs = Duration::from_secs;
@@ -132,6 +157,7 @@ pub async fn run_with_ready(
     // HTTP/1.1 and gRPC-Web too, so browser dashboards need no proxy.
     let server = builder
         .accept_http1(true)
+        .layer(crate::telemetry::rpc::RpcTraceLayer)
         .layer(cors_layer(&config.server.cors_allowed_origins))
         .layer(crate::auth::AuthLayer::new(auth))
         .layer(tonic_web::GrpcWebLayer::new())
@@ -150,10 +176,12 @@ pub async fn run_with_ready(
     let bound = Bound {
         grpc: address,
         health: health_server.as_ref().map(|(addr, _)| *addr),
+        admin: admin_server.as_ref().map(|(addr, _)| *addr),
     };
     tracing::info!(
         %address,
         health = ?bound.health,
+        admin = ?bound.admin,
         tls = config.server.tls.is_some(),
         data_dir = %config.storage.data_dir.display(),
         "gapwatch serving"
@@ -180,6 +208,9 @@ pub async fn run_with_ready(
         }
     }
     if let Some((_, handle)) = health_server {
+        handle.abort();
+    }
+    if let Some((_, handle)) = admin_server {
         handle.abort();
     }
     // Commits whatever handlers queued before they stopped.

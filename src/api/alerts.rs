@@ -156,6 +156,7 @@ impl AlertService for AlertApi {
         let heartbeat = Duration::from_secs_f64(settings.heartbeat_secs);
         let shutdown = self.shared.shutdown.clone();
         let max_secs = self.shared.config.server.stream_max_duration_secs;
+        let metrics = self.shared.metrics.clone();
         tokio::spawn(async move {
             let session = Subscriber {
                 feed,
@@ -163,6 +164,7 @@ impl AlertService for AlertApi {
                 filter,
                 next: start,
                 tx,
+                metrics,
             };
             session.run(heartbeat, shutdown, max_secs).await;
         });
@@ -265,6 +267,7 @@ struct Subscriber {
     /// The next sequence to deliver.
     next: u64,
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
+    metrics: crate::telemetry::Metrics,
 }
 
 impl Subscriber {
@@ -274,6 +277,8 @@ impl Subscriber {
         shutdown: tokio_util::sync::CancellationToken,
         max_secs: u64,
     ) {
+        // Counted live until this task ends, however it ends.
+        let _live = self.metrics.subscriber();
         let mut head = self.feed.watch();
         let max_duration = super::stream_deadline(max_secs);
         tokio::pin!(max_duration);
@@ -330,6 +335,8 @@ impl Subscriber {
             let Some(first) = batch.first() else {
                 return Ok(true);
             };
+            self.metrics
+                .subscriber_lag(self.feed.head().saturating_sub(self.next - 1));
             if first.sequence != self.next {
                 // Retention overtook a subscriber that fell very far behind.
                 return Err(Error::OutOfRange {

@@ -17,6 +17,7 @@ use crate::proto::{
     RecordBatchRequest, RecordBatchResponse, RecordEventResponse, RecordInteractionRequest,
     RecordSurveyRequest, StreamEventsRequest,
 };
+use crate::telemetry::{EventKind, EventTally};
 
 /// Stream messages read and validated together, then submitted as one
 /// engine command.
@@ -36,8 +37,14 @@ impl IngestApi {
     async fn record_one(
         &self,
         validated: Result<Event, Vec<FieldViolation>>,
+        kind: EventKind,
     ) -> Result<Response<RecordEventResponse>, Status> {
-        let event = validated.map_err(Error::InvalidArgument)?;
+        let mut tally = EventTally::default();
+        let event = validated.map_err(|violations| {
+            tally.rejected(kind, tonic::Code::InvalidArgument);
+            self.shared.metrics.events(&tally);
+            Error::InvalidArgument(violations)
+        })?;
         let outcome = self
             .shared
             .engine
@@ -45,6 +52,10 @@ impl IngestApi {
             .await?
             .into_iter()
             .next();
+        if let Some(outcome) = &outcome {
+            tally.outcome(kind, outcome);
+            self.shared.metrics.events(&tally);
+        }
         match outcome {
             Some(Outcome::Accepted(sequence)) => Ok(Response::new(RecordEventResponse {
                 sequence,
@@ -116,6 +127,15 @@ fn merge(
         .collect()
 }
 
+/// Counts the answered events by kind and outcome.
+fn count(metrics: &crate::telemetry::Metrics, events: &[proto::Event], results: &[EventResult]) {
+    let mut tally = EventTally::default();
+    for (event, result) in events.iter().zip(results) {
+        tally.result(EventKind::of(event), result);
+    }
+    metrics.events(&tally);
+}
+
 fn result(index: u64, event_id: &str, outcome: Outcome) -> EventResult {
     let (status, sequence) = match outcome {
         Outcome::Accepted(seq) => (EventStatus::Accepted, seq),
@@ -170,7 +190,7 @@ impl IngestService for IngestApi {
             now: now_millis(),
             dimensions: &dimensions,
         };
-        self.record_one(validate::survey(&survey, &ctx, "survey"))
+        self.record_one(validate::survey(&survey, &ctx, "survey"), EventKind::Survey)
             .await
     }
 
@@ -186,8 +206,11 @@ impl IngestService for IngestApi {
             now: now_millis(),
             dimensions: &dimensions,
         };
-        self.record_one(validate::interaction(&interaction, &ctx, "interaction"))
-            .await
+        self.record_one(
+            validate::interaction(&interaction, &ctx, "interaction"),
+            EventKind::Interaction,
+        )
+        .await
     }
 
     async fn record_batch(
@@ -217,9 +240,9 @@ impl IngestService for IngestApi {
         } else {
             self.shared.engine.ingest(valid).await?
         };
-        Ok(Response::new(RecordBatchResponse {
-            results: merge(results, &events, 0, outcomes),
-        }))
+        let results = merge(results, &events, 0, outcomes);
+        count(&self.shared.metrics, &events, &results);
+        Ok(Response::new(RecordBatchResponse { results }))
     }
 
     type StreamEventsStream = ResultStream;
@@ -231,8 +254,18 @@ impl IngestService for IngestApi {
         let inbound = request.into_inner();
         let (pending_tx, pending_rx) = mpsc::channel(STREAM_PIPELINE);
         let (out_tx, out_rx) = mpsc::channel(STREAM_CHUNK * 2);
-        tokio::spawn(read_stream(self.shared.clone(), inbound, pending_tx));
-        tokio::spawn(answer_stream(pending_rx, out_tx));
+        // The RPC's span lives as long as the stream, so each chunk's
+        // engine batch is traced under it.
+        tokio::spawn(tracing::Instrument::in_current_span(read_stream(
+            self.shared.clone(),
+            inbound,
+            pending_tx,
+        )));
+        tokio::spawn(answer_stream(
+            pending_rx,
+            out_tx,
+            self.shared.metrics.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 }
@@ -345,6 +378,7 @@ async fn read_stream(
 async fn answer_stream(
     mut pending: mpsc::Receiver<StreamItem>,
     out: mpsc::Sender<Result<EventResult, Status>>,
+    metrics: crate::telemetry::Metrics,
 ) {
     while let Some(item) = pending.recv().await {
         let chunk = match item {
@@ -364,7 +398,9 @@ async fn answer_stream(
             },
             None => Vec::new(),
         };
-        for result in merge(chunk.results, &chunk.events, chunk.first_index, outcomes) {
+        let results = merge(chunk.results, &chunk.events, chunk.first_index, outcomes);
+        count(&metrics, &chunk.events, &results);
+        for result in results {
             if out.send(Ok(result)).await.is_err() {
                 return;
             }

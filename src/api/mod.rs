@@ -29,6 +29,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Cancelled at shutdown: open streams finish their acks and end.
     pub shutdown: CancellationToken,
+    /// Instruments (events answered, live subscribers, subscriber lag).
+    pub metrics: crate::telemetry::Metrics,
 }
 
 /// Milliseconds since the Unix epoch, now.

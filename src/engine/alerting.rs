@@ -38,7 +38,8 @@ pub(super) struct Alerting<'a> {
     /// Wall clock of this commit.
     now: Millis,
     next_sequence: u64,
-    monitors: HashMap<String, Monitor>,
+    /// Keyed by subject: the storage key is only built to load and store.
+    monitors: HashMap<Subject, Monitor>,
     /// Latest transition of alerts changed in this commit.
     latest: HashMap<u64, Alert>,
     /// New transitions, in sequence order.
@@ -72,18 +73,16 @@ impl<'a> Alerting<'a> {
     }
 
     fn monitor(&mut self, subject: Subject) -> Result<&mut Monitor> {
-        let key = subject.key();
-        if !self.monitors.contains_key(&key) {
-            let state = self.store.monitor(&key)?.unwrap_or_default();
-            self.monitors.insert(
-                key.clone(),
-                Monitor {
+        match self.monitors.entry(subject) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let state = self.store.monitor(&e.key().key())?.unwrap_or_default();
+                Ok(e.insert(Monitor {
                     state,
                     dirty: false,
-                },
-            );
+                }))
+            }
         }
-        Ok(self.monitors.get_mut(&key).expect("inserted above"))
     }
 
     fn latest_alert(&self, id: u64) -> Result<Option<Alert>> {
@@ -563,9 +562,9 @@ impl<'a> Alerting<'a> {
     /// Stages everything in `batch`; returns the new transitions and the
     /// next sequence.
     pub(super) fn finish(self, batch: &mut WriteBatch) -> Result<(Vec<Alert>, u64)> {
-        for (key, monitor) in &self.monitors {
+        for (subject, monitor) in &self.monitors {
             if monitor.dirty {
-                batch.put_monitor(key, &monitor.state)?;
+                batch.put_monitor(&subject.key(), &monitor.state)?;
             }
         }
         for (old, forget) in &self.pruned {

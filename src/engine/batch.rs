@@ -14,7 +14,7 @@ use crate::domain::alert::{Alert, Subject};
 use crate::domain::{Body, DimensionSpec, Event, InteractionKind};
 use crate::error::{Error, Result};
 use crate::scoring::{CustomerState, Params, ScopeState, Target, ValueHistogram};
-use crate::store::{Store, WriteBatch};
+use crate::store::{EntityCounts, Store, WriteBatch};
 
 /// Overdue checks and retention deletions per tick, so a backlog never
 /// makes one commit huge.
@@ -32,6 +32,9 @@ pub(super) struct Writer {
     /// Set when a commit failed: from then on nothing is accepted, because
     /// sled may hold writes that were never made durable.
     failed: Option<String>,
+    metrics: crate::telemetry::Metrics,
+    /// Customers and scopes stored (kept in meta with each commit).
+    counts: EntityCounts,
 }
 
 enum Reply {
@@ -52,7 +55,10 @@ impl Writer {
         options: EngineOptions,
         dimensions: Dimensions,
         feed: Arc<AlertFeed>,
+        metrics: crate::telemetry::Metrics,
     ) -> Result<Self> {
+        let counts = store.entity_counts()?;
+        metrics.entities(counts.customers, counts.scopes);
         Ok(Self {
             next_sequence: store.last_sequence()? + 1,
             next_alert_sequence: store.last_alert_sequence()? + 1,
@@ -63,6 +69,8 @@ impl Writer {
             options,
             dimensions,
             failed: None,
+            metrics,
+            counts,
         })
     }
 
@@ -106,6 +114,10 @@ impl Writer {
             fail_all(commands, reason);
             return;
         }
+        let batch_span = batch_span(&commands);
+        let _entered = batch_span.enter();
+        let mut applied = 0;
+        let mut queued = Vec::new();
         let dims = self.dimensions.snapshot();
         let mut txn = Txn::new(
             &self.store,
@@ -123,7 +135,14 @@ impl Writer {
         let mut result = Ok(());
         for command in commands {
             match command {
-                Command::Ingest { events, reply } => {
+                Command::Ingest {
+                    events,
+                    reply,
+                    queued: at,
+                    ..
+                } => {
+                    applied += events.len();
+                    queued.push(at);
                     let mut outcomes = Vec::with_capacity(events.len());
                     for event in &events {
                         match txn.apply(event, &self.params, &self.options) {
@@ -168,19 +187,39 @@ impl Writer {
             }
         }
         let result = result.and_then(|()| {
-            let committed = txn.finish()?;
-            let span = tracing::debug_span!("commit", next_sequence = committed.next_sequence);
+            let mut committed = txn.finish()?;
+            let counts = EntityCounts {
+                customers: self.counts.customers + committed.new_customers,
+                scopes: self.counts.scopes + committed.new_scopes,
+                next_sequence: committed.next_sequence,
+            };
+            if committed.next_sequence != self.next_sequence {
+                committed.batch.put_entity_counts(&counts)?;
+            }
+            let span = tracing::info_span!(
+                "engine.commit",
+                events = applied,
+                next_sequence = committed.next_sequence
+            );
             let _guard = span.enter();
+            let mut took = None;
             if !committed.batch.is_empty() {
+                let started = std::time::Instant::now();
                 self.store.commit(committed.batch)?;
+                took = Some(started.elapsed());
             }
             self.histogram = committed.histogram;
             self.next_sequence = committed.next_sequence;
             self.next_alert_sequence = committed.next_alert_sequence;
-            Ok(committed.alerts)
+            self.counts = counts;
+            Ok((committed.alerts, took))
         });
         match result {
-            Ok(alerts) => {
+            Ok((alerts, took)) => {
+                self.metrics.committed(applied, took);
+                self.metrics.transitions(&alerts);
+                self.metrics
+                    .entities(self.counts.customers, self.counts.scopes);
                 self.feed.publish(alerts);
                 for reply in replies {
                     match reply {
@@ -195,6 +234,9 @@ impl Writer {
                             let _ = tx.send(outcome);
                         }
                     }
+                }
+                for at in queued {
+                    self.metrics.acked(at);
                 }
             }
             Err(e) => {
@@ -219,10 +261,44 @@ impl Writer {
     }
 }
 
+/// The span of one group commit: a child of the first request it serves
+/// (`traceparent` and all), linked to the others. None for a batch of
+/// wall-clock ticks only.
+fn batch_span(commands: &[Command]) -> tracing::Span {
+    if commands
+        .iter()
+        .all(|c| matches!(c, Command::Tick | Command::Stop))
+    {
+        return tracing::Span::none();
+    }
+    let mut parents = commands.iter().filter_map(|c| match c {
+        Command::Ingest { span, .. } => Some(span),
+        _ => None,
+    });
+    let events: usize = commands
+        .iter()
+        .map(|c| match c {
+            Command::Ingest { events, .. } => events.len(),
+            _ => 0,
+        })
+        .sum();
+    let parent = parents.next().and_then(tracing::Span::id);
+    let span = tracing::info_span!(
+        parent: parent,
+        "engine.batch",
+        events,
+        commands = commands.len()
+    );
+    for other in parents {
+        span.follows_from(other);
+    }
+    span
+}
+
 fn fail_all(commands: Vec<Command>, reason: &str) {
     for command in commands {
         match command {
-            Command::Ingest { events, reply } => {
+            Command::Ingest { events, reply, .. } => {
                 let _ = reply.send(unavailable(events.len(), reason));
             }
             Command::PutDimension { reply, .. } => {
@@ -249,6 +325,9 @@ struct Committed {
     next_sequence: u64,
     next_alert_sequence: u64,
     alerts: Vec<Alert>,
+    /// Customers and scopes this commit creates.
+    new_customers: u64,
+    new_scopes: u64,
 }
 
 /// The working set of one group commit.
@@ -266,6 +345,8 @@ struct Txn<'a> {
     attribute_values: HashMap<String, u64>,
     new_attribute_values: HashSet<String>,
     new_ids: HashMap<String, u64>,
+    new_customers: u64,
+    new_scopes: u64,
 }
 
 impl<'a> Txn<'a> {
@@ -290,6 +371,8 @@ impl<'a> Txn<'a> {
             attribute_values: HashMap::new(),
             new_attribute_values: HashSet::new(),
             new_ids: HashMap::new(),
+            new_customers: 0,
+            new_scopes: 0,
         }
     }
 
@@ -473,12 +556,21 @@ impl<'a> Txn<'a> {
             self.scopes.insert(scope.to_string(), state);
         }
         let slot = self.scopes.get_mut(scope).expect("inserted above");
+        if slot.is_none() {
+            self.new_scopes += 1;
+        }
         Ok(slot.get_or_insert_with(ScopeState::default))
     }
 
     fn customer(&mut self, id: &str) -> Result<&mut CustomerState> {
         if !self.customers.contains_key(id) {
-            let state = self.store.customer(id)?.unwrap_or_default();
+            let state = match self.store.customer(id)? {
+                Some(state) => state,
+                None => {
+                    self.new_customers += 1;
+                    CustomerState::default()
+                }
+            };
             self.customers.insert(id.to_string(), state);
         }
         Ok(self.customers.get_mut(id).expect("inserted above"))
@@ -508,6 +600,8 @@ impl<'a> Txn<'a> {
             next_sequence: self.next_sequence,
             next_alert_sequence,
             alerts,
+            new_customers: self.new_customers,
+            new_scopes: self.new_scopes,
         })
     }
 }

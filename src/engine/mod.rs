@@ -51,6 +51,11 @@ enum Command {
     Ingest {
         events: Vec<Event>,
         reply: oneshot::Sender<Vec<Outcome>>,
+        /// The sender's span (the RPC): the batch that applies these
+        /// events is traced under it.
+        span: tracing::Span,
+        /// When the command was queued (ack latency).
+        queued: std::time::Instant,
     },
     PutDimension {
         spec: DimensionSpec,
@@ -113,7 +118,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn start(store: Store, params: Params, options: EngineOptions) -> Result<Self> {
+    pub fn start(
+        store: Store,
+        params: Params,
+        options: EngineOptions,
+        metrics: crate::telemetry::Metrics,
+    ) -> Result<Self> {
         let dimensions = Dimensions::default();
         dimensions.replace(store.dimensions()?);
         let feed = Arc::new(AlertFeed::new(
@@ -122,7 +132,14 @@ impl Engine {
         ));
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let interval = std::time::Duration::from_millis(options.alerts.check_interval_ms);
-        let writer = batch::Writer::new(store, params, options, dimensions.clone(), feed.clone())?;
+        let writer = batch::Writer::new(
+            store,
+            params,
+            options,
+            dimensions.clone(),
+            feed.clone(),
+            metrics,
+        )?;
         let thread = std::thread::Builder::new()
             .name("gapwatch-writer".into())
             .spawn(move || writer.run(rx))
@@ -166,7 +183,12 @@ impl EngineHandle {
     pub async fn submit(&self, events: Vec<Event>) -> Result<PendingOutcomes> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Ingest { events, reply })
+            .send(Command::Ingest {
+                events,
+                reply,
+                span: tracing::Span::current(),
+                queued: std::time::Instant::now(),
+            })
             .await
             .map_err(|_| stopped())?;
         Ok(PendingOutcomes(rx))

@@ -11,7 +11,7 @@
 //! | `m`    | scope NUL customer id       | empty (membership)    |
 //! | `k`    | attribute key               | distinct values (u64) |
 //! | `d`    | dimension name              | `DimensionSpec`       |
-//! | `M`    | `histogram`, `schema`, `alerts_pruned` | meta values |
+//! | `M`    | `histogram`, `schema`, `alerts_pruned`, `counts` | meta values |
 //! | `A`    | alert sequence (u64 BE)     | `Alert` (a transition) |
 //! | `L`    | alert id (u64 BE)           | `Alert` (its latest transition) |
 //! | `a`    | monitored subject key       | `MonitorState`        |
@@ -36,6 +36,7 @@ pub const OVERDUE: u8 = b'o';
 pub const META_HISTOGRAM: &str = "histogram";
 pub const META_SCHEMA: &str = "schema";
 pub const META_ALERTS_PRUNED: &str = "alerts_pruned";
+pub const META_COUNTS: &str = "counts";
 
 pub fn with_prefix(prefix: u8, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len());

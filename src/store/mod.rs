@@ -204,6 +204,40 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
     }
+
+    /// Customers and scopes stored: the counts kept with the last commit
+    /// that accepted events, or a scan when they are missing or stale (a
+    /// dir written by an older build).
+    pub fn entity_counts(&self) -> Result<EntityCounts> {
+        let next_sequence = self.last_sequence()? + 1;
+        let kept: Option<EntityCounts> =
+            self.get(&keys::with_prefix(keys::META, keys::META_COUNTS))?;
+        if let Some(counts) = kept.filter(|c| c.next_sequence == next_sequence) {
+            return Ok(counts);
+        }
+        let count = |prefix: u8| -> Result<u64> {
+            let mut n = 0;
+            for kv in self.tree.scan_prefix([prefix]) {
+                kv?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok(EntityCounts {
+            customers: count(keys::CUSTOMER)?,
+            scopes: count(keys::SCOPE)?,
+            next_sequence,
+        })
+    }
+}
+
+/// How many customers and scopes are stored, as of the event log's
+/// `next_sequence` (kept in meta for the gauges, so a start needs no scan).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct EntityCounts {
+    pub customers: u64,
+    pub scopes: u64,
+    pub next_sequence: u64,
 }
 
 /// Writes staged for one atomic group commit.
@@ -247,6 +281,10 @@ impl WriteBatch {
             keys::with_prefix(keys::META, keys::META_HISTOGRAM),
             histogram,
         )
+    }
+
+    pub fn put_entity_counts(&mut self, counts: &EntityCounts) -> Result<()> {
+        self.put(keys::with_prefix(keys::META, keys::META_COUNTS), counts)
     }
 
     pub fn put_dimension(&mut self, spec: &DimensionSpec) -> Result<()> {

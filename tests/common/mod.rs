@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gapwatch::proto::alert_service_client::AlertServiceClient;
 use gapwatch::proto::config_service_client::ConfigServiceClient;
 use gapwatch::proto::ingest_service_client::IngestServiceClient;
 use gapwatch::proto::score_service_client::ScoreServiceClient;
@@ -41,6 +42,7 @@ pub struct TestServer {
     pub ingest: IngestServiceClient<Channel>,
     pub score: ScoreServiceClient<Channel>,
     pub config: ConfigServiceClient<Channel>,
+    pub alerts: AlertServiceClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
     /// Owned temporary data dir (`None` when the caller owns the dir).
@@ -88,6 +90,7 @@ impl TestServer {
             ingest: IngestServiceClient::new(channel.clone()),
             score: ScoreServiceClient::new(channel.clone()),
             config: ConfigServiceClient::new(channel.clone()),
+            alerts: AlertServiceClient::new(channel.clone()),
             channel,
             shutdown: Some(tx),
             handle,
@@ -103,6 +106,7 @@ impl TestServer {
             ingest,
             score,
             config,
+            alerts,
             mut shutdown,
             handle,
             dir,
@@ -110,7 +114,7 @@ impl TestServer {
         } = self;
         // Close our connection first so the graceful drain has nothing to
         // wait for.
-        drop((channel, ingest, score, config));
+        drop((channel, ingest, score, config, alerts));
         if let Some(tx) = shutdown.take() {
             let _ = tx.send(());
         }
@@ -398,6 +402,201 @@ pub fn survey_event(s: Survey) -> Event {
 pub fn interaction_event(i: Interaction) -> Event {
     Event {
         kind: Some(proto::event::Kind::Interaction(i)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Alerts.
+
+/// Bound on one wait for a Subscribe message: a stuck stream fails the test
+/// instead of hanging it (never an assertion on elapsed time).
+pub const STREAM_WAIT: Duration = Duration::from_secs(120);
+
+pub type AlertStream = tonic::Streaming<proto::SubscribeResponse>;
+
+/// Subscribe from `from_sequence` (`None`: from the head), no filter.
+pub fn subscribe_from(from_sequence: Option<u64>) -> proto::SubscribeRequest {
+    proto::SubscribeRequest {
+        from_sequence,
+        ..proto::SubscribeRequest::default()
+    }
+}
+
+/// Opens a Subscribe stream on any channel (in-process or child server).
+pub async fn open_subscription(
+    client: &AlertServiceClient<Channel>,
+    request: proto::SubscribeRequest,
+) -> Result<AlertStream, Status> {
+    client
+        .clone()
+        .subscribe(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Every alert (all states, all kinds) through ListAlerts, in id order,
+/// with the head sequence of the first page.
+pub async fn list_every_alert(client: &AlertServiceClient<Channel>) -> (Vec<proto::Alert>, u64) {
+    use proto::AlertState as S;
+    let mut out = Vec::new();
+    let mut token = String::new();
+    let mut head = None;
+    loop {
+        let page = client
+            .clone()
+            .list_alerts(proto::ListAlertsRequest {
+                states: vec![S::Firing as i32, S::Acknowledged as i32, S::Resolved as i32],
+                page_size: 1000,
+                page_token: token,
+                ..proto::ListAlertsRequest::default()
+            })
+            .await
+            .expect("ListAlerts")
+            .into_inner();
+        head.get_or_insert(page.head_sequence);
+        out.extend(page.alerts);
+        if page.next_page_token.is_empty() {
+            return (out, head.expect("set above"));
+        }
+        token = page.next_page_token;
+    }
+}
+
+impl TestServer {
+    pub async fn try_subscribe(
+        &self,
+        request: proto::SubscribeRequest,
+    ) -> Result<AlertStream, Status> {
+        open_subscription(&self.alerts, request).await
+    }
+
+    pub async fn subscribe(&self, request: proto::SubscribeRequest) -> AlertStream {
+        self.try_subscribe(request.clone())
+            .await
+            .unwrap_or_else(|s| panic!("Subscribe({request:?}) failed: {s:?}"))
+    }
+
+    pub async fn try_list_alerts(
+        &self,
+        request: proto::ListAlertsRequest,
+    ) -> Result<proto::ListAlertsResponse, Status> {
+        self.alerts
+            .clone()
+            .list_alerts(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn list_alerts(
+        &self,
+        request: proto::ListAlertsRequest,
+    ) -> proto::ListAlertsResponse {
+        self.try_list_alerts(request.clone())
+            .await
+            .unwrap_or_else(|s| panic!("ListAlerts({request:?}) failed: {s:?}"))
+    }
+
+    /// The alert log's head sequence (from ListAlerts).
+    pub async fn alert_head(&self) -> u64 {
+        self.list_alerts(proto::ListAlertsRequest::default())
+            .await
+            .head_sequence
+    }
+
+    pub async fn acknowledge(
+        &self,
+        id: &str,
+        note: &str,
+        rebaseline: bool,
+    ) -> Result<proto::Alert, Status> {
+        self.alerts
+            .clone()
+            .acknowledge_alert(proto::AcknowledgeAlertRequest {
+                id: id.to_string(),
+                note: note.to_string(),
+                rebaseline,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// The next Subscribe message; panics if the stream fails, ends or stays
+/// silent for [`STREAM_WAIT`].
+pub async fn next_message(stream: &mut AlertStream) -> proto::SubscribeResponse {
+    match tokio::time::timeout(STREAM_WAIT, stream.message()).await {
+        Err(_) => panic!("no Subscribe message within {STREAM_WAIT:?}"),
+        Ok(Err(status)) => panic!("the Subscribe stream failed: {status:?}"),
+        Ok(Ok(None)) => panic!("the Subscribe stream ended"),
+        Ok(Ok(Some(message))) => message,
+    }
+}
+
+/// The next alert transition, skipping heartbeats. Checks that the
+/// message's sequence is the alert's.
+pub async fn next_alert(stream: &mut AlertStream) -> proto::Alert {
+    loop {
+        let message = next_message(stream).await;
+        if let Some(proto::subscribe_response::Message::Alert(alert)) = message.message {
+            assert_eq!(message.sequence, alert.sequence, "{alert:?}");
+            return alert;
+        }
+    }
+}
+
+pub async fn next_alerts(stream: &mut AlertStream, n: usize) -> Vec<proto::Alert> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next_alert(stream).await);
+    }
+    out
+}
+
+/// Every alert delivered until the stream says it is at or past `head` (an
+/// alert with that sequence, or a heartbeat: "every matching transition up
+/// to it has been delivered").
+pub async fn alerts_through(stream: &mut AlertStream, head: u64) -> Vec<proto::Alert> {
+    let mut out = Vec::new();
+    loop {
+        let message = next_message(stream).await;
+        let sequence = message.sequence;
+        match message.message {
+            Some(proto::subscribe_response::Message::Alert(alert)) => {
+                assert_eq!(sequence, alert.sequence, "{alert:?}");
+                out.push(alert);
+            }
+            Some(proto::subscribe_response::Message::Heartbeat(h)) => {
+                assert_eq!(sequence, h.head_sequence, "heartbeat {h:?}");
+            }
+            None => panic!("a Subscribe message with no content at {sequence}"),
+        }
+        if sequence >= head {
+            return out;
+        }
+    }
+}
+
+/// Reads until a heartbeat reports `head` and asserts no alert came first.
+pub async fn assert_no_alert_through(stream: &mut AlertStream, head: u64) {
+    let alerts = alerts_through(stream, head).await;
+    assert!(alerts.is_empty(), "unexpected transitions {alerts:#?}");
+}
+
+/// A survey with only dimension ratings `(dimension, expectation,
+/// perception)` (importance unset).
+pub fn rated(
+    id: &str,
+    customer: &str,
+    at_secs: i64,
+    attributes: &[(&str, &str)],
+    ratings: &[(&str, i32, i32)],
+) -> Survey {
+    Survey {
+        ratings: ratings
+            .iter()
+            .map(|(d, e, p)| rating(d, *e, *p, None))
+            .collect(),
+        ..survey_in(id, customer, at_secs, attributes)
     }
 }
 

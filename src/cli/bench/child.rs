@@ -1,0 +1,244 @@
+//! A server the bench starts as a child process (this executable, `serve`
+//! or `bench-ceiling-server`), so its memory and CPU are its own.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The line `serve` (and the ceiling server) print once ready.
+const LISTENING: &str = "gapwatch listening on ";
+
+/// (tokio's `process` feature is off in this crate: std processes, waited
+/// on blocking threads.)
+pub struct Child {
+    /// `None` once waited for.
+    child: Option<std::process::Child>,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    spawned: Instant,
+    /// From spawn to the listening line.
+    pub listening_after: Duration,
+    log: PathBuf,
+}
+
+impl Child {
+    /// Starts `current_exe ARGS`, its stderr to `log`, and waits for its
+    /// listening line.
+    pub async fn spawn(args: &[OsString], log: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let stderr = std::fs::File::create(log)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", log.display()))?;
+        let spawned = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", exe.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("piped");
+        let (found_tx, found) = tokio::sync::oneshot::channel();
+        // Reads the listening line, then keeps draining stdout so the child
+        // never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut found_tx = Some(found_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix(LISTENING) {
+                    if let Some(tx) = found_tx.take() {
+                        let _ = tx.send(addr.trim().parse::<SocketAddr>());
+                    }
+                }
+            }
+        });
+        let mut this = Self {
+            child: Some(child),
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            spawned,
+            listening_after: Duration::ZERO,
+            log: log.to_path_buf(),
+        };
+        match tokio::time::timeout(Duration::from_secs(120), found).await {
+            Ok(Ok(Ok(addr))) => {
+                this.addr = addr;
+                this.listening_after = spawned.elapsed();
+                Ok(this)
+            }
+            Ok(Ok(Err(e))) => anyhow::bail!("bad listening line: {e}"),
+            Ok(Err(_)) => anyhow::bail!(
+                "the server exited before listening; its log:\n{}",
+                tail(log)
+            ),
+            Err(_) => anyhow::bail!("the server did not listen within 120 s:\n{}", tail(log)),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Time since spawn.
+    pub fn since_spawn(&self) -> Duration {
+        self.spawned.elapsed()
+    }
+
+    pub fn rss(&self) -> Option<Rss> {
+        Rss::of(self.pid)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns how long it took.
+    pub async fn stop(mut self) -> anyhow::Result<Duration> {
+        let mut child = self.child.take().expect("not yet stopped");
+        let pid = self.pid.to_string();
+        let asked = Instant::now();
+        // std cannot send a signal; `kill` is in every base image.
+        let signalled = tokio::task::spawn_blocking(move || {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !sent {
+                let _ = child.kill();
+            }
+            child.wait()
+        });
+        match tokio::time::timeout(Duration::from_secs(60), signalled).await {
+            Ok(Ok(Ok(exit))) if exit.success() => Ok(asked.elapsed()),
+            Ok(Ok(Ok(exit))) => anyhow::bail!(
+                "the server exited with {exit} on SIGTERM; its log:\n{}",
+                tail(&self.log)
+            ),
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status();
+                anyhow::bail!("the server did not stop within 60 s of SIGTERM")
+            }
+        }
+    }
+
+    /// Waits for the first SERVING answer to a gRPC health check; returns
+    /// the time since spawn.
+    pub async fn wait_serving(&self) -> anyhow::Result<Duration> {
+        use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url())?;
+        loop {
+            if let Ok(channel) = endpoint.connect().await {
+                let answer = HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
+                if answer.is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32) {
+                    return Ok(self.since_spawn());
+                }
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("the server was not SERVING within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // An error path: never leave a server behind.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last lines of a log file.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Resident memory of a process, from `/proc/PID/status`.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Rss {
+    /// VmRSS, bytes.
+    pub current: u64,
+    /// VmHWM (the peak), bytes.
+    pub peak: u64,
+}
+
+impl Rss {
+    pub fn of(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        };
+        Some(Self {
+            current: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+}
+
+/// Bytes of the files under `dir`: (apparent size, allocated on disk).
+pub fn dir_size(dir: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                apparent += meta.len();
+                allocated += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok((apparent, allocated))
+}
+
+/// A scratch folder for the data dir and the server logs, removed on drop
+/// unless kept.
+pub struct WorkDir {
+    pub path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    pub fn create(keep: bool) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("gapwatch-bench-{}-{nanos:09}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        Ok(Self { path, keep })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("bench: kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
