@@ -2,6 +2,11 @@
 
 mod cli;
 
+/// glibc malloc spent a third of the writer's time in sled's node churn;
+/// mimalloc's thread-local free lists are much cheaper for that pattern.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
