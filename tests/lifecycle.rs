@@ -109,8 +109,7 @@ async fn sigterm_mid_stream_commits_acks_and_exits_cleanly() {
     // Health reports NOT_SERVING before the listener goes away.
     let not_serving = tokio::time::timeout(Duration::from_secs(10), async {
         while let Ok(Some(update)) = watch.message().await {
-            if update.status()
-                == tonic_health::pb::health_check_response::ServingStatus::NotServing
+            if update.status() == tonic_health::pb::health_check_response::ServingStatus::NotServing
             {
                 return true;
             }

@@ -97,23 +97,21 @@ impl<'a> Alerting<'a> {
         self.log.push(alert);
     }
 
-    fn open(
+    /// Writes a FIRING transition; returns the new alert's id.
+    fn new_alert(
         &mut self,
         subject: Subject,
         severity: AlertSeverity,
         reading: Reading,
         message: String,
-    ) -> Result<()> {
+    ) -> u64 {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let dimension = match &subject {
             Subject::Scope { dimension, .. } => dimension.clone(),
             _ => None,
         };
-        let monitor = self.monitor(subject.clone())?;
-        monitor.state.open = Some(sequence);
-        monitor.dirty = true;
-        let alert = Alert {
+        self.push(Alert {
             id: sequence,
             sequence,
             subject,
@@ -128,17 +126,12 @@ impl<'a> Alerting<'a> {
             updated_at: self.now,
             message,
             note: String::new(),
-        };
-        self.push(alert);
-        Ok(())
+        });
+        sequence
     }
 
-    fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
-        let monitor = self.monitor(subject)?;
-        let Some(id) = monitor.state.open.take() else {
-            return Ok(());
-        };
-        monitor.dirty = true;
+    /// Writes a RESOLVED transition for alert `id`.
+    fn resolve_alert(&mut self, id: u64, reading: Reading, message: String) -> Result<()> {
         let Some(mut alert) = self.latest_alert(id)? else {
             return Ok(());
         };
@@ -152,6 +145,31 @@ impl<'a> Alerting<'a> {
         alert.message = message;
         self.push(alert);
         Ok(())
+    }
+
+    /// Opens an alert on a monitored subject.
+    fn open(
+        &mut self,
+        subject: Subject,
+        severity: AlertSeverity,
+        reading: Reading,
+        message: String,
+    ) -> Result<()> {
+        let id = self.new_alert(subject.clone(), severity, reading, message);
+        let monitor = self.monitor(subject)?;
+        monitor.state.open = Some(id);
+        monitor.dirty = true;
+        Ok(())
+    }
+
+    /// Resolves the open alert of a monitored subject, if any.
+    fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
+        let monitor = self.monitor(subject)?;
+        let Some(id) = monitor.state.open.take() else {
+            return Ok(());
+        };
+        monitor.dirty = true;
+        self.resolve_alert(id, reading, message)
     }
 
     /// Feeds one observation of a CUSUM-monitored series.
@@ -368,18 +386,19 @@ impl<'a> Alerting<'a> {
     }
 
     /// CHURN_RISK: fires when a customer becomes at risk, resolves when
-    /// they are no longer.
+    /// they are no longer. `open` is the customer's open alert, kept in the
+    /// customer's record (no monitor read per event).
     pub(super) fn customer(
         &mut self,
         customer: &str,
         report: &CustomerReport,
         at: Millis,
         red_below: f64,
+        open: &mut Option<u64>,
     ) -> Result<()> {
         let subject = Subject::Customer {
             customer: customer.to_string(),
         };
-        let open = self.monitor(subject.clone())?.state.open.is_some();
         let reading = Reading {
             value: report.loyalty.index,
             baseline: None,
@@ -393,26 +412,30 @@ impl<'a> Alerting<'a> {
             .map_or("no loyalty index".to_string(), |l| {
                 format!("loyalty {l:.1}")
             });
-        if report.at_risk && !open {
-            let vip = report.tier == Tier::Vip;
-            let severity = if vip {
-                AlertSeverity::Critical
-            } else {
-                AlertSeverity::Warning
-            };
-            let why = if report.loyalty.index.is_some_and(|l| l < red_below) {
-                format!("{loyalty}, below {red_below}")
-            } else {
-                format!("{loyalty}, recent cancellation")
-            };
-            let who = if vip { "VIP customer" } else { "customer" };
-            let message = format!("{who} {customer} is at risk of churning ({why})");
-            self.open(subject, severity, reading, message)
-        } else if !report.at_risk && open {
-            let message = format!("customer {customer} is no longer at risk ({loyalty})");
-            self.close(subject, reading, message)
-        } else {
-            Ok(())
+        match (report.at_risk, *open) {
+            (true, None) => {
+                let vip = report.tier == Tier::Vip;
+                let severity = if vip {
+                    AlertSeverity::Critical
+                } else {
+                    AlertSeverity::Warning
+                };
+                let why = if report.loyalty.index.is_some_and(|l| l < red_below) {
+                    format!("{loyalty}, below {red_below}")
+                } else {
+                    format!("{loyalty}, recent cancellation")
+                };
+                let who = if vip { "VIP customer" } else { "customer" };
+                let message = format!("{who} {customer} is at risk of churning ({why})");
+                *open = Some(self.new_alert(subject, severity, reading, message));
+                Ok(())
+            }
+            (false, Some(id)) => {
+                *open = None;
+                let message = format!("customer {customer} is no longer at risk ({loyalty})");
+                self.resolve_alert(id, reading, message)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -528,11 +551,13 @@ impl<'a> Alerting<'a> {
         if rebaseline {
             let monitor = self.monitor(alert.subject.clone())?;
             match &mut monitor.state.detector {
-                Detector::Cusum(c) => c.rebaseline(),
+                Detector::Cusum(c) => {
+                    c.rebaseline();
+                    monitor.dirty = true;
+                }
                 Detector::Level(l) => l.rebaseline(),
                 Detector::Condition => {}
             }
-            monitor.dirty = true;
         }
         alert.sequence = self.next_sequence;
         self.next_sequence += 1;

@@ -13,8 +13,8 @@ use super::{AlertFeed, Command, Dimensions, EngineOptions, Outcome};
 use crate::domain::alert::{Alert, Subject};
 use crate::domain::{Body, DimensionSpec, Event, InteractionKind};
 use crate::error::{Error, Result};
-use crate::scoring::{CustomerState, Params, ScopeState, Target, ValueHistogram};
-use crate::store::{EntityCounts, Store, WriteBatch};
+use crate::scoring::{Params, ScopeState, Target, ValueHistogram};
+use crate::store::{CustomerRecord, EntityCounts, Store, WriteBatch};
 
 /// Overdue checks and retention deletions per tick, so a backlog never
 /// makes one commit huge.
@@ -339,14 +339,16 @@ struct Txn<'a> {
     next_sequence: u64,
     histogram: ValueHistogram,
     histogram_changed: bool,
-    customers: HashMap<String, CustomerState>,
+    customers: HashMap<String, CustomerRecord>,
     scopes: HashMap<String, Option<ScopeState>>,
-    new_members: HashSet<(String, String)>,
     attribute_values: HashMap<String, u64>,
     new_attribute_values: HashSet<String>,
     new_ids: HashMap<String, u64>,
     new_customers: u64,
     new_scopes: u64,
+    /// Accepted events, in sequence order from `first_sequence`.
+    accepted: Vec<Event>,
+    first_sequence: u64,
 }
 
 impl<'a> Txn<'a> {
@@ -367,12 +369,13 @@ impl<'a> Txn<'a> {
             histogram_changed: false,
             customers: HashMap::new(),
             scopes: HashMap::new(),
-            new_members: HashSet::new(),
             attribute_values: HashMap::new(),
             new_attribute_values: HashSet::new(),
             new_ids: HashMap::new(),
             new_customers: 0,
             new_scopes: 0,
+            accepted: Vec::new(),
+            first_sequence: next_sequence,
         }
     }
 
@@ -401,25 +404,33 @@ impl<'a> Txn<'a> {
             }
         }
 
-        let customer = self.customer(&event.customer)?;
-        let old_bucket = customer.value_bucket(params);
-        let updates = customer.apply(event, params);
-        let new_bucket = customer.value_bucket(params);
+        let record = self.customer(&event.customer)?;
+        let old_bucket = record.state.value_bucket(params);
+        let updates = record.state.apply(event, params);
+        let new_bucket = record.state.value_bucket(params);
         if old_bucket != new_bucket {
             self.histogram.replace(old_bucket, new_bucket);
             self.histogram_changed = true;
         }
 
         let event_scopes = event.scopes();
-        for scope in &event_scopes {
-            let member = (scope.clone(), event.customer.clone());
-            if !self.new_members.contains(&member)
-                && !self.store.is_member(scope, &event.customer)?
-            {
-                self.scope(scope)?.add_customer();
-                self.batch.put_member(scope, &event.customer);
-                self.new_members.insert(member);
+        let new_scopes: Vec<String> = {
+            let record = self
+                .customers
+                .get_mut(&event.customer)
+                .expect("loaded above");
+            let mut added = Vec::new();
+            for scope in &event_scopes {
+                if let Err(at) = record.scopes.binary_search(scope) {
+                    record.scopes.insert(at, scope.clone());
+                    added.push(scope.clone());
+                }
             }
+            added
+        };
+        for scope in &new_scopes {
+            self.scope(scope)?.add_customer();
+            self.batch.put_member(scope, &event.customer);
         }
         for update in &updates {
             let targets = match &update.target {
@@ -434,7 +445,8 @@ impl<'a> Txn<'a> {
 
         let seq = self.next_sequence;
         self.next_sequence += 1;
-        self.batch.put_event(seq, event)?;
+        self.batch.put_event_id(&event.id, seq)?;
+        self.accepted.push(event.clone());
         self.new_ids.insert(event.id.clone(), seq);
         Ok(Outcome::Accepted(seq))
     }
@@ -459,14 +471,21 @@ impl<'a> Txn<'a> {
             }
         }
         let vip_threshold = self.histogram.vip_threshold(params);
-        let customer = self
+        let record = self
             .customers
-            .get(&event.customer)
+            .get_mut(&event.customer)
             .expect("loaded by apply");
+        let customer = &record.state;
         let as_of = customer.last_event_at().unwrap_or(event.at);
         let report = customer.report(as_of, params, vip_threshold);
-        self.alerting
-            .customer(&event.customer, &report, event.at, params.red_below)?;
+        self.alerting.customer(
+            &event.customer,
+            &report,
+            event.at,
+            params.red_below,
+            &mut record.churn_alert,
+        )?;
+        let customer = &record.state;
         if let Body::Interaction(i) = &event.body {
             if let (true, Some(case)) = (i.kind.is_complaint(), &i.case_id) {
                 if let Some(view) = customer.complaint(case) {
@@ -486,7 +505,7 @@ impl<'a> Txn<'a> {
             // The working set may hold a newer state of the customer.
             let view = match Subject::parse_complaint_key(&subject) {
                 Some((customer, case, _)) => match self.customers.get(&customer) {
-                    Some(c) => c.complaint(&case),
+                    Some(c) => c.state.complaint(&case),
                     None => self
                         .store
                         .customer(&customer)?
@@ -562,24 +581,25 @@ impl<'a> Txn<'a> {
         Ok(slot.get_or_insert_with(ScopeState::default))
     }
 
-    fn customer(&mut self, id: &str) -> Result<&mut CustomerState> {
+    fn customer(&mut self, id: &str) -> Result<&mut CustomerRecord> {
         if !self.customers.contains_key(id) {
-            let state = match self.store.customer(id)? {
-                Some(state) => state,
+            let record = match self.store.customer_record(id)? {
+                Some(record) => record,
                 None => {
                     self.new_customers += 1;
-                    CustomerState::default()
+                    CustomerRecord::default()
                 }
             };
-            self.customers.insert(id.to_string(), state);
+            self.customers.insert(id.to_string(), record);
         }
         Ok(self.customers.get_mut(id).expect("inserted above"))
     }
 
     /// Writes the working set into the batch.
     fn finish(mut self) -> Result<Committed> {
-        for (id, state) in &self.customers {
-            self.batch.put_customer(id, state)?;
+        self.batch.put_events(self.first_sequence, &self.accepted)?;
+        for (id, record) in &self.customers {
+            self.batch.put_customer(id, record)?;
         }
         for (name, state) in &self.scopes {
             if let Some(state) = state {

@@ -6,7 +6,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::StoreError;
 
 /// Bumped whenever a stored type changes incompatibly; see `Store::open`.
-pub const SCHEMA_VERSION: u8 = 1;
+pub const SCHEMA_VERSION: u8 = 2;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![SCHEMA_VERSION];

@@ -4,9 +4,9 @@
 //!
 //! | prefix | key                         | value                 |
 //! |--------|-----------------------------|-----------------------|
-//! | `e`    | sequence (u64 BE)           | `domain::Event`       |
+//! | `e`    | first sequence (u64 BE)     | `Vec<Event>`: the events of one commit |
 //! | `i`    | event id                    | sequence (u64 BE)     |
-//! | `c`    | customer id                 | `CustomerState`       |
+//! | `c`    | customer id                 | `CustomerRecord`      |
 //! | `s`    | scope (`all`, `key=value`)  | `ScopeState`          |
 //! | `m`    | scope NUL customer id       | empty (membership)    |
 //! | `k`    | attribute key               | distinct values (u64) |

@@ -53,6 +53,8 @@ impl Store {
             // The engine flushes after every group commit; no background
             // flusher competes with it (concurrent flushes can deadlock).
             .flush_every_ms(None)
+            // Larger segments written less often: more space, fewer stalls.
+            .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree = db.open_tree("gapwatch")?;
         let store = Self { db, tree };
@@ -85,6 +87,10 @@ impl Store {
     }
 
     pub fn customer(&self, id: &str) -> Result<Option<CustomerState>> {
+        Ok(self.customer_record(id)?.map(|r| r.state))
+    }
+
+    pub fn customer_record(&self, id: &str) -> Result<Option<CustomerRecord>> {
         self.get(&keys::with_prefix(keys::CUSTOMER, id))
     }
 
@@ -103,26 +109,33 @@ impl Store {
         self.get(&keys::with_prefix(keys::EVENT_ID, event_id))
     }
 
+    /// The event log chunk holding `seq`: its first sequence and events.
+    fn chunk_at(&self, seq: u64) -> Result<Option<(u64, Vec<Event>)>> {
+        let Some((k, v)) = self
+            .tree
+            .range(keys::event(0)..=keys::event(seq))
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((keys::number(&k), codec::decode(&v)?)))
+    }
+
+    /// The event accepted under `seq`.
     pub fn event(&self, seq: u64) -> Result<Option<Event>> {
-        self.get(&keys::event(seq))
+        Ok(self.chunk_at(seq)?.and_then(|(first, events)| {
+            let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+            events.into_iter().nth(index)
+        }))
     }
 
     /// The highest sequence in the event log (0 when empty).
     pub fn last_sequence(&self) -> Result<u64> {
-        let last = self
-            .tree
-            .scan_prefix([keys::EVENT])
-            .next_back()
-            .transpose()?;
-        Ok(last.map_or(0, |(k, _)| {
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&k[1..9]);
-            u64::from_be_bytes(seq)
-        }))
-    }
-
-    pub fn is_member(&self, scope: &str, customer: &str) -> Result<bool> {
-        Ok(self.tree.contains_key(keys::member(scope, customer))?)
+        Ok(match self.chunk_at(u64::MAX)? {
+            Some((first, events)) => first + events.len() as u64 - 1,
+            None => 0,
+        })
     }
 
     /// Distinct values seen for an attribute key.
@@ -176,7 +189,8 @@ impl Store {
         match scope {
             None => Box::new(self.tree.scan_prefix([keys::CUSTOMER]).map(|kv| {
                 let (k, v) = kv?;
-                Ok((keys::name(&k), codec::decode::<CustomerState>(&v)?))
+                let record: CustomerRecord = codec::decode(&v)?;
+                Ok((keys::name(&k), record.state))
             })),
             Some(scope) => {
                 let prefix = keys::member_prefix(scope);
@@ -240,6 +254,18 @@ pub struct EntityCounts {
     pub next_sequence: u64,
 }
 
+/// What the store keeps per customer: the scoring state and the engine's
+/// bookkeeping, in one value so that one read serves an event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct CustomerRecord {
+    pub state: CustomerState,
+    /// Scopes the customer counts in, sorted (membership without a read
+    /// per scope).
+    pub scopes: Vec<String>,
+    /// The open CHURN_RISK alert, if any.
+    pub churn_alert: Option<u64>,
+}
+
 /// Writes staged for one atomic group commit.
 #[derive(Default)]
 pub struct WriteBatch {
@@ -254,13 +280,23 @@ impl WriteBatch {
         Ok(())
     }
 
-    pub fn put_event(&mut self, seq: u64, event: &Event) -> Result<()> {
-        self.put(keys::event(seq).to_vec(), event)?;
-        self.put(keys::with_prefix(keys::EVENT_ID, &event.id), &seq)
+    /// One chunk of the event log: the events accepted by one commit, from
+    /// sequence `first` on (one sled write per commit instead of one per
+    /// event).
+    pub fn put_events(&mut self, first: u64, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.put(keys::event(first).to_vec(), &events)
     }
 
-    pub fn put_customer(&mut self, id: &str, state: &CustomerState) -> Result<()> {
-        self.put(keys::with_prefix(keys::CUSTOMER, id), state)
+    /// The idempotency index: event id → sequence.
+    pub fn put_event_id(&mut self, id: &str, seq: u64) -> Result<()> {
+        self.put(keys::with_prefix(keys::EVENT_ID, id), &seq)
+    }
+
+    pub fn put_customer(&mut self, id: &str, record: &CustomerRecord) -> Result<()> {
+        self.put(keys::with_prefix(keys::CUSTOMER, id), record)
     }
 
     pub fn put_scope(&mut self, name: &str, state: &ScopeState) -> Result<()> {
