@@ -972,6 +972,10 @@ async fn retention_prunes_the_log_and_old_sequences_are_out_of_range() {
             "{s:?}"
         );
     }
+    // 0 means "the oldest retained": never out of range, starts at 5.
+    let mut oldest = server.subscribe(subscribe_from(Some(0))).await;
+    assert_no_alert_through(&mut oldest, 4).await;
+    drop(oldest);
     // The head survives pruning, and resuming from it works.
     let mut stream = server.subscribe(subscribe_from(Some(5))).await;
     assert_no_alert_through(&mut stream, 4).await;

@@ -132,7 +132,9 @@ impl AlertService for AlertApi {
         let pruned = store.alerts_pruned_through().map_err(Error::from)?;
         let start = match request.from_sequence {
             None => head + 1,
-            Some(from) => from.max(1),
+            // 0: the oldest retained transition, whatever retention removed.
+            Some(0) => pruned + 1,
+            Some(from) => from,
         };
         if start <= pruned {
             return Err(Error::OutOfRange {

@@ -22,8 +22,10 @@ use crate::telemetry::{EventKind, EventTally};
 /// Stream messages read and validated together, then submitted as one
 /// engine command.
 const STREAM_CHUNK: usize = 512;
-/// Submitted chunks a stream may have waiting for their commit.
-const STREAM_PIPELINE: usize = 64;
+/// Submitted chunks a stream may have waiting for their commit: 16 × 512 =
+/// 8,192 events, two of the engine's group commits, enough to keep it busy
+/// while bounding what one stream holds in memory.
+const STREAM_PIPELINE: usize = 16;
 
 pub struct IngestApi {
     shared: Shared,

@@ -50,6 +50,7 @@ pub struct Subscriber {
     task: JoinHandle<anyhow::Result<Vec<Arrival>>>,
     /// Highest sequence delivered (alert or heartbeat).
     seen: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Subscriber {
@@ -72,11 +73,19 @@ impl Subscriber {
             .await?
             .into_inner();
         let seen = Arc::new(AtomicU64::new(head));
+        let stop = tokio_util::sync::CancellationToken::new();
         let task = {
-            let seen = seen.clone();
+            let (seen, stop) = (seen.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut arrivals = Vec::new();
-                while let Some(m) = stream.message().await? {
+                loop {
+                    let m = tokio::select! {
+                        m = stream.message() => match m? {
+                            Some(m) => m,
+                            None => break,
+                        },
+                        () = stop.cancelled() => break,
+                    };
                     let at = t0.elapsed().as_nanos() as u64 + 1;
                     if let Some(subscribe_response::Message::Alert(a)) = m.message {
                         arrivals.push(Arrival {
@@ -98,6 +107,7 @@ impl Subscriber {
             channel,
             task,
             seen,
+            stop,
         })
     }
 
@@ -117,12 +127,8 @@ impl Subscriber {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let complete = self.seen.load(Ordering::Relaxed) >= head;
-        self.task.abort();
-        let arrivals = match self.task.await {
-            Ok(result) => result?,
-            Err(e) if e.is_cancelled() => anyhow::bail!("the subscriber was stopped"),
-            Err(e) => return Err(e.into()),
-        };
+        self.stop.cancel();
+        let arrivals = self.task.await??;
         if !complete {
             eprintln!("bench: not every alert transition arrived within {patience:?}");
         }
