@@ -258,11 +258,18 @@ mod tests {
             )?;
             jail.set_env("GAPWATCH__SCORING__HALF_LIFE_DAYS", "7");
             jail.set_env("GAPWATCH__INGEST__MAX_BATCH_EVENTS", "500");
+            jail.set_env("GAPWATCH__ALERTS__GAP_WIDENING__H", "5.5");
+            jail.set_env("GAPWATCH__SCORING__SLA__MAJOR_RESPONSE_HOURS", "0.5");
             let config =
                 Config::load(Some(Path::new("gapwatch.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.server.listen, "0.0.0.0:6000".parse().unwrap());
             assert_eq!(config.scoring.half_life_days, 7.0);
             assert_eq!(config.ingest.max_batch_events, 500);
+            assert_eq!(config.alerts.gap_widening.h, 5.5);
+            // Siblings of an overridden nested key keep their defaults.
+            assert_eq!(config.alerts.gap_widening.sigma_min, 0.5);
+            assert_eq!(config.scoring.sla.major_response_hours, 0.5);
+            assert_eq!(config.scoring.sla.minor_response_hours, 2.0);
             assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
             Ok(())
         });
