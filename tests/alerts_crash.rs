@@ -5,97 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
+use common::child::{Producer, ServerProcess};
 use common::*;
 use proto::alert_service_client::AlertServiceClient;
 use proto::ingest_service_client::IngestServiceClient;
 use proto::{AlertKind, AlertState, EventStatus, StreamEventsRequest};
 use tempfile::TempDir;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
-
-/// A `gapwatch serve` child process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    /// Kept open so the child never writes to a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ServerProcess {
-    /// Starts the binary on `data_dir` with extra `GAPWATCH__…` settings
-    /// and reads `gapwatch listening on ADDR` from its stdout.
-    fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gapwatch"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // The test's own environment must not configure the child.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("GAPWATCH") {
-                command.env_remove(key);
-            }
-        }
-        command.envs(env.iter().copied());
-        let mut child = command.spawn().expect("spawn gapwatch");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("read the first stdout line");
-        let addr = line
-            .trim()
-            .strip_prefix("gapwatch listening on ")
-            .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"))
-            .to_string();
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-
-    /// A new connection (each call opens its own TCP connection).
-    async fn connect(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the child")
-    }
-
-    /// `VmRSS` or `VmHWM` (peak) of the child, bytes.
-    fn memory(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/PID/status");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(&format!("{field}:")))
-            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"));
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("bad line {line:?}"));
-        kib * 1024
-    }
-}
+use tonic::transport::Channel;
 
 /// Every transition of the log, from 1 to the head, over Subscribe.
 async fn whole_log(client: &AlertServiceClient<Channel>) -> Vec<proto::Alert> {
@@ -170,28 +86,13 @@ async fn alert_transitions_survive_kill_9_with_their_events() {
     const KILL_AFTER: usize = 2_400;
     const MAX_EVENTS: u64 = 1_000_000;
     let dir = TempDir::new().expect("temp dir");
-    let mut server = ServerProcess::spawn(dir.path(), &[]);
+    let mut server = ServerProcess::spawn(dir.path(), &[], &[]);
     let mut ingest = IngestServiceClient::new(server.connect().await);
 
-    // Stream until the connection dies; `attempted` bounds what was sent.
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let attempted = Arc::new(AtomicU64::new(0));
-    let producer = tokio::spawn({
-        let attempted = attempted.clone();
-        async move {
-            for i in 0..MAX_EVENTS {
-                attempted.store(i + 1, Ordering::SeqCst);
-                let request = StreamEventsRequest {
-                    event: Some(crash_event(i)),
-                };
-                if tx.send(request).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    // Stream until the connection dies.
+    let (producer, requests) = Producer::spawn(crash_event, MAX_EVENTS);
     let mut acks = ingest
-        .stream_events(ReceiverStream::new(rx))
+        .stream_events(requests)
         .await
         .expect("open the stream")
         .into_inner();
@@ -208,15 +109,13 @@ async fn alert_transitions_survive_kill_9_with_their_events() {
         acked += 1;
     }
     // SIGKILL right after the acks, while the producer is still streaming.
-    server.child.kill().expect("kill -9");
-    server.child.wait().expect("reap the child");
-    producer.abort();
-    let _ = producer.await;
+    server.kill();
+    // `sent`: what the producer tried to hand over (an upper bound).
+    let sent = producer.stop().await;
     drop((acks, ingest));
-    let sent = attempted.load(Ordering::SeqCst);
     drop(server);
 
-    let server = ServerProcess::spawn(dir.path(), &[]);
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
     let channel = server.connect().await;
     let alerts = AlertServiceClient::new(channel.clone());
     let score = proto::score_service_client::ScoreServiceClient::new(channel.clone());
@@ -358,6 +257,7 @@ async fn a_subscriber_that_reads_nothing_neither_blocks_ingest_nor_grows_memory(
     let server = ServerProcess::spawn(
         dir.path(),
         &[("GAPWATCH__STORAGE__CACHE_CAPACITY_MB", "64")],
+        &[],
     );
     // The subscriber has its own connection and reads nothing until the
     // ingest is over.
@@ -367,7 +267,7 @@ async fn a_subscriber_that_reads_nothing_neither_blocks_ingest_nor_grows_memory(
         .expect("Subscribe from 1");
     let channel = server.connect().await;
     let alerts = AlertServiceClient::new(channel.clone());
-    let rss_before = server.memory("VmRSS");
+    let rss_before = server.rss();
 
     // 100,000 events over one StreamEvents stream; every ack must come (it
     // would not if the writer waited for the subscriber).
@@ -396,7 +296,7 @@ async fn a_subscriber_that_reads_nothing_neither_blocks_ingest_nor_grows_memory(
     let (_, head) = list_every_alert(&alerts).await;
     assert_eq!(head, CUSTOMERS, "one CHURN_RISK per customer");
     let peak = server.memory("VmHWM");
-    let rss_after_ingest = server.memory("VmRSS");
+    let rss_after_ingest = server.rss();
 
     // Now the subscriber reads: every transition from 1, in order.
     let got = alerts_through(&mut stream, head).await;
@@ -410,7 +310,7 @@ async fn a_subscriber_that_reads_nothing_neither_blocks_ingest_nor_grows_memory(
         assert_eq!(a.customer_id, format!("cust-{n}"));
         assert_eq!(causing_event(a), n * 5 + 4, "caused by the cancellation");
     }
-    let rss_after_read = server.memory("VmRSS");
+    let rss_after_read = server.rss();
     println!(
         "server memory: RSS {} MiB before, peak {} MiB, {} MiB after ingest, {} MiB after reading",
         rss_before >> 20,

@@ -4,84 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
 
+use common::child::{serve_command, wait_exit, Producer, ServerProcess};
 use common::*;
 use proto::ingest_service_client::IngestServiceClient;
-use proto::{EventStatus, StreamEventsRequest};
+use proto::EventStatus;
 use tempfile::TempDir;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
-
-/// A `gapwatch serve` child process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    /// Kept open so the child never writes to a closed pipe.
-    _stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve_command(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gapwatch"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    // The test's own environment must not configure the child.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("GAPWATCH") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-/// Starts the binary and reads `gapwatch listening on ADDR` from stdout.
-fn spawn_server(data_dir: &Path) -> ServerProcess {
-    let child = serve_command(data_dir)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn gapwatch");
-    let mut process = ServerProcess {
-        child,
-        addr: String::new(),
-        _stdout: None,
-    };
-    let mut stdout = BufReader::new(process.child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    stdout
-        .read_line(&mut line)
-        .expect("read the first stdout line");
-    process.addr = line
-        .trim()
-        .strip_prefix("gapwatch listening on ")
-        .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"))
-        .to_string();
-    process._stdout = Some(stdout);
-    process
-}
-
-async fn connect(process: &ServerProcess) -> Channel {
-    Endpoint::from_shared(format!("http://{}", process.addr))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to the child")
-}
+use tonic::transport::Channel;
 
 /// Event `i` of the crash workload: every third a purchase, the others
 /// surveys; 50 customers, 4 regions; all valid, ids unique.
@@ -115,29 +47,13 @@ async fn acknowledged_events_survive_kill_9() {
     const MAX_EVENTS: u64 = 1_000_000;
     let as_of = T0 + DAY;
     let dir = TempDir::new().expect("temp dir");
-    let mut server = spawn_server(dir.path());
-    let mut client = IngestServiceClient::new(connect(&server).await);
+    let mut server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut client = IngestServiceClient::new(server.connect().await);
 
-    // The producer streams until the connection dies; `attempted` counts
-    // the events it tried to hand over (an upper bound of what was sent).
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let attempted = Arc::new(AtomicU64::new(0));
-    let producer = tokio::spawn({
-        let attempted = attempted.clone();
-        async move {
-            for i in 0..MAX_EVENTS {
-                attempted.store(i + 1, Ordering::SeqCst);
-                let request = StreamEventsRequest {
-                    event: Some(crash_event(i)),
-                };
-                if tx.send(request).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    // The producer streams until the connection dies.
+    let (producer, requests) = Producer::spawn(crash_event, MAX_EVENTS);
     let mut acks = client
-        .stream_events(ReceiverStream::new(rx))
+        .stream_events(requests)
         .await
         .expect("open the stream")
         .into_inner();
@@ -151,12 +67,10 @@ async fn acknowledged_events_survive_kill_9() {
         acked.push(ack);
     }
     // SIGKILL while the producer is still streaming.
-    server.child.kill().expect("kill -9");
-    server.child.wait().expect("reap the child");
-    producer.abort();
-    let _ = producer.await;
+    server.kill();
+    // `sent`: what the producer tried to hand over (an upper bound).
+    let sent = producer.stop().await;
     drop((acks, client));
-    let sent = attempted.load(Ordering::SeqCst);
     assert!(sent as usize >= acked.len());
 
     // Every ack: in order, accepted, and (fresh dir, unique valid events)
@@ -168,8 +82,8 @@ async fn acknowledged_events_survive_kill_9() {
         assert_eq!(ack.sequence, i as u64 + 1);
     }
 
-    let server = spawn_server(dir.path());
-    let channel = connect(&server).await;
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let channel = server.connect().await;
     let restarted = TestServerClients::new(channel);
 
     // What survived, before anything is resent.
@@ -292,26 +206,11 @@ impl TestServerClients {
     }
 }
 
-/// Polls until the child exits; the deadline only bounds a hung child.
-async fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the second gapwatch process did not exit");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_data_dir() {
     let dir = TempDir::new().expect("temp dir");
-    let first = spawn_server(dir.path());
-    let mut client = IngestServiceClient::new(connect(&first).await);
+    let first = ServerProcess::spawn(dir.path(), &[], &[]);
+    let mut client = IngestServiceClient::new(first.connect().await);
     let r = client
         .record_survey(proto::RecordSurveyRequest {
             survey: Some(csat("before", "alice", T0, 5)),
@@ -321,11 +220,12 @@ async fn a_second_process_cannot_open_the_same_data_dir() {
         .into_inner();
     assert_eq!(r.sequence, 1);
 
-    let mut second = serve_command(dir.path())
+    let mut second = serve_command(dir.path(), &[], &[])
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the second gapwatch");
-    let status = wait_exit(&mut second).await;
+    // The deadline only bounds a hung child.
+    let status = wait_exit(&mut second, Duration::from_secs(120)).await;
     let mut stderr = String::new();
     second
         .stderr

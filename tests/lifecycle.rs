@@ -7,15 +7,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
+use common::child::ServerProcess;
 use common::*;
 use proto::ingest_service_client::IngestServiceClient;
 use proto::{EventStatus, RecordBatchRequest, StreamEventsRequest};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 
 fn event(i: u64) -> Event {
     survey_event(Survey {
@@ -25,40 +24,20 @@ fn event(i: u64) -> Event {
     })
 }
 
-/// Starts `gapwatch serve` on `dir`; returns the child and its address.
-fn start(dir: &std::path::Path) -> (std::process::Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gapwatch"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .env("GAPWATCH__SERVER__SHUTDOWN_TIMEOUT_SECS", "10")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = command.spawn().expect("spawn gapwatch");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("gapwatch listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
-    // Keep reading stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stdout.lines() {});
-    (child, addr)
+/// Starts `gapwatch serve` on `dir` with a 10 s shutdown drain bound.
+fn start(dir: &Path) -> ServerProcess {
+    ServerProcess::spawn(
+        dir,
+        &[("GAPWATCH__SERVER__SHUTDOWN_TIMEOUT_SECS", "10")],
+        &[],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_commits_acks_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path());
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut server = start(dir.path());
+    let channel = server.connect().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let mut watch = health
         .watch(tonic_health::pb::HealthCheckRequest {
@@ -100,11 +79,7 @@ async fn sigterm_mid_stream_commits_acks_and_exits_cleanly() {
         acked.insert(ack.event_id.clone(), ack.sequence);
     }
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    server.terminate();
 
     // Health reports NOT_SERVING before the listener goes away.
     let not_serving = tokio::time::timeout(Duration::from_secs(10), async {
@@ -147,18 +122,13 @@ async fn sigterm_mid_stream_commits_acks_and_exits_cleanly() {
     producer.abort();
     drop((acks, watch, health, channel));
 
-    // Exit 0, within the drain bound.
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    // Exit 0, within the drain bound (the timeout only bounds a hung child).
+    let status = server.wait_exit(Duration::from_secs(120)).await;
     assert!(status.success(), "exit status {status:?}");
 
     // Restart: every acknowledged event is durable under its sequence.
-    let (mut child, addr) = start(dir.path());
-    let mut ingest = IngestServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let server = start(dir.path());
+    let mut ingest = IngestServiceClient::new(server.connect().await);
     let ids: Vec<(String, u64)> = acked.into_iter().collect();
     for chunk in ids.chunks(5_000) {
         let events = chunk
@@ -180,6 +150,5 @@ async fn sigterm_mid_stream_commits_acks_and_exits_cleanly() {
             assert_eq!(result.sequence, *sequence, "{id} keeps its sequence");
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }

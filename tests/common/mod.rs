@@ -6,6 +6,7 @@
 //! and every score query passes an explicit `as_of_time`, so the numbers are
 //! deterministic. The default half-life is 30 days.
 #![allow(dead_code)] // each test crate uses a different part of the harness
+pub mod child;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
