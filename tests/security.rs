@@ -119,7 +119,7 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
         assert!(
             matches!(
                 status.code(),
-                Code::Unavailable | Code::Cancelled | Code::Unknown
+                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal
             ),
             "{status:?}"
         );
@@ -137,10 +137,13 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
             })
             .await
             .expect_err("plaintext must not be served on the TLS port");
+        // A transport-level failure (how it surfaces varies: the server
+        // answers the cleartext preface with garbage or closes the socket),
+        // never an application answer.
         assert!(
             matches!(
                 err.code(),
-                Code::Unavailable | Code::Cancelled | Code::Unknown
+                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal
             ),
             "{err:?}"
         );
