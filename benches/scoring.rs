@@ -263,7 +263,7 @@ fn scoring(c: &mut Criterion) {
     group
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
+        .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(BATCH as u64));
     let mut next = 0usize;
     group.bench_function("customer_and_scopes", |b| {

@@ -610,12 +610,17 @@ fn human(r: &Report) -> String {
             );
             let _ = writeln!(
                 o,
-                "  alert latency    CHURN_RISK: {}",
+                "  alert latency    CHURN_RISK, from ack:  {}",
                 latency_line(a.churn_latency.as_ref())
             );
             let _ = writeln!(
                 o,
-                "                   all kinds ({} matched, {} unmatched): {}",
+                "                   CHURN_RISK, from send: {}",
+                latency_line(a.churn_from_send.as_ref())
+            );
+            let _ = writeln!(
+                o,
+                "                   all kinds, from ack ({} matched, {} unmatched): {}",
                 a.all_matched,
                 a.all_unmatched,
                 latency_line(a.all_latency.as_ref())

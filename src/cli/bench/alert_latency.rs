@@ -17,8 +17,10 @@
 //!   on `event_time` alone to the latest-acked event with that
 //!   `occur_time`.
 //!
-//! An alert can arrive before its event's ack (both leave the server when
-//! the commit is durable): such a latency counts as 0 and is reported.
+//! An alert can arrive before its event's ack (both leave the server once
+//! the commit is durable, on different streams): such a latency counts as
+//! 0 and how many did is reported. The end-to-end figure, arrival − the
+//! moment the producer sent the event, is reported beside it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,7 +88,7 @@ impl Subscriber {
                         },
                         () = stop.cancelled() => break,
                     };
-                    let at = t0.elapsed().as_nanos() as u64 + 1;
+                    let at = t0.elapsed().as_nanos() as u64;
                     if let Some(subscribe_response::Message::Alert(a)) = m.message {
                         arrivals.push(Arrival {
                             at,
@@ -147,6 +149,8 @@ pub struct AlertReport {
     pub churn_matched: u64,
     /// Arrival − ack of the cancellation.
     pub churn_latency: Option<Latency>,
+    /// Arrival − send of the cancellation.
+    pub churn_from_send: Option<Latency>,
     /// Transitions (all kinds but COMPLAINT_OVERDUE) matched on event time.
     pub all_matched: u64,
     pub all_unmatched: u64,
@@ -198,6 +202,7 @@ pub async fn collect(
     };
     let (mut churn_before_ack, mut all_before_ack) = (0, 0);
     let mut churn = Vec::new();
+    let mut churn_from_send = Vec::new();
     let mut churn_firing = 0;
     let mut all = Vec::new();
     let mut all_unmatched = 0;
@@ -212,6 +217,9 @@ pub async fn collect(
                 .and_then(|c| cancellations.get(&(*c, event_ms)));
             if let Some(&i) = cause {
                 churn.push(latency(a, i, &mut churn_before_ack));
+                if let Some(sent) = timings.sent(i) {
+                    churn_from_send.push(a.at.saturating_sub(sent));
+                }
             }
         }
         if a.kind != AlertKind::ComplaintOverdue as i32 {
@@ -222,12 +230,14 @@ pub async fn collect(
         }
     }
     churn.sort_unstable();
+    churn_from_send.sort_unstable();
     all.sort_unstable();
     Ok(AlertReport {
         transitions: arrivals.len() as u64,
         churn_firing,
         churn_matched: churn.len() as u64,
         churn_latency: Latency::of_sorted(&churn),
+        churn_from_send: Latency::of_sorted(&churn_from_send),
         all_matched: all.len() as u64,
         all_unmatched,
         all_latency: Latency::of_sorted(&all),

@@ -238,6 +238,14 @@ impl Timings {
         }
     }
 
+    /// Nanoseconds since `t0` at which event `i` was sent.
+    pub fn sent(&self, i: usize) -> Option<u64> {
+        match self.sent[i].load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(at - 1),
+        }
+    }
+
     /// Ack latency of event `i`, nanoseconds.
     pub fn latency(&self, i: usize) -> Option<u64> {
         let sent = self.sent[i].load(Ordering::Relaxed);
