@@ -169,7 +169,10 @@ pub async fn run_with_telemetry(
         .add_service(config_api)
         .add_service(alerts)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            // Server::tcp_nodelay does not apply to a listener we pass in:
+            // without NODELAY, small unary replies wait for delayed ACKs
+            // (p99 43 ms instead of 7 ms in `gapwatch bench --mode unary`).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             token.clone().cancelled_owned(),
         );
     tokio::pin!(server);

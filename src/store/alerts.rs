@@ -3,7 +3,7 @@
 //! together with the events that caused them.
 
 use super::{codec, keys, Result, Store, WriteBatch};
-use crate::domain::alert::Alert;
+use crate::domain::alert::{Alert, AlertKind, AlertState};
 use crate::scoring::monitor::MonitorState;
 
 impl Store {
@@ -65,6 +65,15 @@ impl Store {
         Ok(out)
     }
 
+    /// The kinds of the open alerts (FIRING or ACKNOWLEDGED), from their
+    /// own index: a start does not scan alert history.
+    pub fn open_alert_kinds(&self) -> Result<Vec<AlertKind>> {
+        self.tree
+            .scan_prefix([keys::OPEN_ALERT])
+            .map(|kv| codec::decode(&kv?.1))
+            .collect()
+    }
+
     pub fn monitor(&self, subject_key: &str) -> Result<Option<MonitorState>> {
         self.get(&keys::with_prefix(keys::MONITOR, subject_key))
     }
@@ -100,6 +109,12 @@ impl WriteBatch {
             keys::numbered(keys::ALERT_LOG, alert.sequence).to_vec(),
             alert,
         )?;
+        let open_key = keys::numbered(keys::OPEN_ALERT, alert.id).to_vec();
+        match alert.state {
+            AlertState::Firing => self.put(open_key, &alert.kind())?,
+            AlertState::Resolved => self.delete(open_key),
+            AlertState::Acknowledged => {}
+        }
         self.put(keys::numbered(keys::ALERT, alert.id).to_vec(), alert)
     }
 

@@ -15,6 +15,7 @@
 //! | `A`    | alert sequence (u64 BE)     | `Alert` (a transition) |
 //! | `L`    | alert id (u64 BE)           | `Alert` (its latest transition) |
 //! | `a`    | monitored subject key       | `MonitorState`        |
+//! | `O`    | open alert id (u64 BE)      | `AlertKind` (open alerts only) |
 //! | `o`    | due (i64 BE, offset) + subject key | empty (overdue check) |
 //!
 //! Ids, scopes and keys never contain NUL (validation rejects control
@@ -31,6 +32,7 @@ pub const META: u8 = b'M';
 pub const ALERT_LOG: u8 = b'A';
 pub const ALERT: u8 = b'L';
 pub const MONITOR: u8 = b'a';
+pub const OPEN_ALERT: u8 = b'O';
 pub const OVERDUE: u8 = b'o';
 
 pub const META_HISTOGRAM: &str = "histogram";

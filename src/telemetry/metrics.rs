@@ -357,15 +357,12 @@ impl Metrics {
     }
 
     /// Reports `store` in the gauges until the guard is dropped, with the
-    /// open alerts counted once now (a scan of the alerts' latest states).
+    /// open alerts counted once now (from the open-alert index).
     pub fn attach(&self, store: &Store) -> crate::store::Result<Attached> {
         let mut open = [0i64; 5];
-        store.alerts(0, usize::MAX, |a| {
-            if a.state.is_open() {
-                open[kind_index(a.kind())] += 1;
-            }
-            false
-        })?;
+        for kind in store.open_alert_kinds()? {
+            open[kind_index(kind)] += 1;
+        }
         for (slot, n) in self.state.open_alerts.iter().zip(open) {
             slot.store(n, Ordering::Relaxed);
         }
