@@ -331,3 +331,53 @@ impl WriteBatch {
         self.writes == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Body, Survey};
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            customer: "c".into(),
+            at: 0,
+            attributes: Vec::new(),
+            body: Body::Survey(Survey {
+                csat: Some(4),
+                ..Survey::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn event_log_chunks_answer_by_sequence_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            cache_capacity: 1 << 20,
+        };
+        {
+            let store = Store::open(dir.path(), &options).unwrap();
+            assert_eq!(store.last_sequence().unwrap(), 0);
+            assert_eq!(store.event(1).unwrap(), None);
+            // Two commits: sequences 1..=3, then 4..=5.
+            for (first, ids) in [(1, vec!["a", "b", "c"]), (4, vec!["d", "e"])] {
+                let mut batch = WriteBatch::default();
+                let events: Vec<Event> = ids.iter().map(|id| event(id)).collect();
+                for (i, e) in events.iter().enumerate() {
+                    batch.put_event_id(&e.id, first + i as u64).unwrap();
+                }
+                batch.put_events(first, &events).unwrap();
+                store.commit(batch).unwrap();
+            }
+        }
+        let store = Store::open(dir.path(), &options).unwrap();
+        assert_eq!(store.last_sequence().unwrap(), 5);
+        for (seq, id) in [(1, "a"), (3, "c"), (4, "d"), (5, "e")] {
+            assert_eq!(store.event(seq).unwrap().unwrap().id, id);
+            assert_eq!(store.event_sequence(id).unwrap(), Some(seq));
+        }
+        assert_eq!(store.event(6).unwrap(), None);
+        assert_eq!(store.event_sequence("z").unwrap(), None);
+    }
+}
