@@ -1511,3 +1511,66 @@ async fn grpc_web_list_alerts_over_http1() {
 
     server.stop().await;
 }
+
+/// CHURN_RISK follows the customer's at-risk state: a cancellation opens it
+/// (the open alert is kept with the customer), and once the cancellation is
+/// older than the half-life and the loyalty index is not red, the next event
+/// resolves the same alert.
+#[tokio::test]
+async fn churn_risk_fires_on_cancellation_and_resolves_when_no_longer_at_risk() {
+    let server = TestServer::start_with(|c| c.alerts.heartbeat_secs = 0.2).await;
+    let mut stream = server.subscribe(subscribe_from(None)).await;
+    let promoter = |id: &str, at: i64| {
+        survey_event(Survey {
+            nps: Some(10),
+            repurchase: Some(10),
+            ..survey(id, "loyal-1", at)
+        })
+    };
+    server
+        .accept_all(&[
+            promoter("p-1", T0),
+            interaction_event(interaction(
+                "x-1",
+                "loyal-1",
+                T0 + HOUR,
+                InteractionKind::Cancellation,
+            )),
+        ])
+        .await;
+    let fired = next_alert(&mut stream).await;
+    assert_eq!(kind(&fired), AlertKind::ChurnRisk);
+    assert_eq!(fired.state(), AlertState::Firing);
+    assert_eq!(fired.customer_id, "loyal-1");
+    assert_eq!(fired.severity(), AlertSeverity::Warning);
+    assert_event_time(&fired, T0 + HOUR);
+    assert!(
+        fired.message.contains("recent cancellation"),
+        "{}",
+        fired.message
+    );
+
+    // Still within the 30-day window: nothing new.
+    server.accept_all(&[promoter("p-2", T0 + 10 * DAY)]).await;
+    assert_no_alert_through(&mut stream, 1).await;
+
+    // 31 days after the cancellation, with advocacy and intent at 100.
+    server
+        .accept_all(&[promoter("p-3", T0 + HOUR + 31 * DAY)])
+        .await;
+    let resolved = next_alert(&mut stream).await;
+    assert_eq!(resolved.id, fired.id);
+    assert_eq!(resolved.state(), AlertState::Resolved);
+    assert_eq!(resolved.sequence, 2);
+    assert!(
+        resolved.message.contains("no longer at risk"),
+        "{}",
+        resolved.message
+    );
+    assert!(server
+        .list_alerts(ListAlertsRequest::default())
+        .await
+        .alerts
+        .is_empty());
+    server.stop().await;
+}
