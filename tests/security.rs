@@ -91,38 +91,18 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let channel = tls_channel(server.addr, &pki, true)
         .await
         .expect("mTLS connects");
-    let mut ingest = proto::ingest_service_client::IngestServiceClient::new(channel);
-    let reply = ingest
-        .record_survey(proto::RecordSurveyRequest {
-            survey: Some(csat("tls-1", "c-1", T0, 5)),
-        })
+    let reply = record_over(channel.clone(), "tls-1")
         .await
-        .expect("accepted over mTLS")
-        .into_inner();
+        .expect("accepted over mTLS");
     assert_eq!(reply.sequence, 1);
 
     // Without one: the handshake (or the first call) fails, nothing lands.
-    let rogue = match tls_channel(server.addr, &pki, false).await {
-        Err(_) => None,
-        Ok(channel) => Some(
-            proto::ingest_service_client::IngestServiceClient::new(channel)
-                .record_survey(proto::RecordSurveyRequest {
-                    survey: Some(csat("rogue-1", "c-1", T0, 1)),
-                })
-                .await
-                .expect_err("a client without a certificate must not be served"),
-        ),
-    };
-    if let Some(status) = rogue {
-        // The server closes the connection during the handshake: a
-        // transport error, whichever way the client notices it.
-        assert!(
-            matches!(
-                status.code(),
-                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal
-            ),
-            "{status:?}"
-        );
+    if let Ok(rogue) = tls_channel(server.addr, &pki, false).await {
+        let status = record_over(rogue, "rogue-1")
+            .await
+            .expect_err("a client without a certificate must not be served");
+        // The server closes the connection during the handshake.
+        assert_transport_failure(&status);
     }
     // Plaintext on the TLS port is refused too.
     let plain = Endpoint::from_shared(format!("http://{}", server.addr))
@@ -130,32 +110,16 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await;
-    if let Ok(channel) = plain {
-        let err = proto::ingest_service_client::IngestServiceClient::new(channel)
-            .record_survey(proto::RecordSurveyRequest {
-                survey: Some(csat("plain-1", "c-1", T0, 1)),
-            })
+    if let Ok(plain) = plain {
+        let status = record_over(plain, "plain-1")
             .await
             .expect_err("plaintext must not be served on the TLS port");
-        // A transport-level failure (how it surfaces varies: the server
-        // answers the cleartext preface with garbage or closes the socket),
-        // never an application answer.
-        assert!(
-            matches!(
-                err.code(),
-                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal
-            ),
-            "{err:?}"
-        );
+        assert_transport_failure(&status);
     }
     // Neither refused call landed: the next accepted event is sequence 2.
-    let reply = ingest
-        .record_survey(proto::RecordSurveyRequest {
-            survey: Some(csat("tls-2", "c-1", T0, 4)),
-        })
+    let reply = record_over(channel, "tls-2")
         .await
-        .expect("accepted over mTLS")
-        .into_inner();
+        .expect("accepted over mTLS");
     assert_eq!(reply.sequence, 2);
 
     // Health stays reachable in plaintext on its own port (probes).
@@ -174,6 +138,31 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
         .into_inner();
     assert_eq!(status.status(), ServingStatus::Serving);
     server.stop().await;
+}
+
+async fn record_over(
+    channel: Channel,
+    id: &str,
+) -> Result<proto::RecordEventResponse, tonic::Status> {
+    proto::ingest_service_client::IngestServiceClient::new(channel)
+        .record_survey(proto::RecordSurveyRequest {
+            survey: Some(csat(id, "c-1", T0, 4)),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A refused connection surfaces as a transport-level failure (how varies:
+/// the server closes the socket or answers a cleartext preface with
+/// garbage), never as an application answer.
+fn assert_transport_failure(status: &tonic::Status) {
+    assert!(
+        matches!(
+            status.code(),
+            Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal
+        ),
+        "{status:?}"
+    );
 }
 
 /// A server started with `run_with_ready`, to learn every bound port.

@@ -307,6 +307,19 @@ fn gap_name(g: i32) -> &'static str {
 }
 
 /// What an alert is about: its scope, or its customer (and case).
+/// The alert log's head sequence (read with a one-row `ListAlerts`).
+pub async fn head_sequence(
+    client: &mut AlertServiceClient<tonic::transport::Channel>,
+) -> Result<u64, Status> {
+    let response = client
+        .list_alerts(ListAlertsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?;
+    Ok(response.into_inner().head_sequence)
+}
+
 pub fn subject(a: &Alert) -> String {
     if !a.scope.is_empty() {
         a.scope.clone()
@@ -629,14 +642,8 @@ async fn follow_once(
         // Pin "the head" to a sequence before subscribing, so that a
         // disconnection before the first message (a heartbeat can be
         // seconds away) resumes exactly there instead of at a later head.
-        let head = match client
-            .list_alerts(ListAlertsRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(response) => response.into_inner().head_sequence,
+        let head = match head_sequence(client).await {
+            Ok(head) => head,
             Err(status) => return Ok(classify(status)),
         };
         position.heartbeat(head);

@@ -22,9 +22,9 @@ use gapwatch::proto::{
     alert_service_client::AlertServiceClient, config_service_client::ConfigServiceClient, event,
     ingest_service_client::IngestServiceClient, score_service_client::ScoreServiceClient,
     subscribe_response, Alert, AlertKind, AlertState, Dimension, DimensionRating, Event,
-    EventStatus, GetScopeScoreRequest, Interaction, InteractionKind, ListAlertsRequest,
-    ListAtRiskCustomersRequest, PutDimensionRequest, Severity, StreamEventsRequest,
-    SubscribeRequest, SubscribeResponse, Survey, Tier,
+    EventStatus, GetScopeScoreRequest, Interaction, InteractionKind, ListAtRiskCustomersRequest,
+    PutDimensionRequest, Severity, StreamEventsRequest, SubscribeRequest, SubscribeResponse,
+    Survey, Tier,
 };
 
 const BRANDS: [&str; 3] = ["acme", "globex", "initech"];
@@ -472,14 +472,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<std::process::ExitCode> {
     // Every transition the events caused is at or below the head now (a
     // commit publishes its transitions before it acks): let the watcher
     // reach it (a heartbeat moves it past filtered-out sequences).
-    let head = alerts
-        .list_alerts(ListAlertsRequest {
-            page_size: 1,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .head_sequence;
+    let head = super::alerts::head_sequence(&mut alerts).await?;
     until_tx.send_replace(Some(head));
     let transitions = watcher.await?;
 

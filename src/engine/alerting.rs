@@ -571,10 +571,7 @@ impl<'a> Alerting<'a> {
     /// Retention: drops log transitions committed before the cutoff.
     pub(super) fn prune(&mut self, limit: usize) -> Result<()> {
         let cutoff = self.now.saturating_sub(self.settings.retention_ms());
-        for old in self.store.oldest_alert_transitions(limit)? {
-            if old.updated_at >= cutoff {
-                break;
-            }
+        for old in self.store.alert_transitions_before(cutoff, limit)? {
             // A resolved alert whose last transition leaves the log is
             // forgotten; an open one stays listable.
             let forget = old.state == AlertState::Resolved;

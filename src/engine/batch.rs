@@ -339,6 +339,9 @@ struct Txn<'a> {
     next_sequence: u64,
     histogram: ValueHistogram,
     histogram_changed: bool,
+    /// `histogram.vip_threshold`, recomputed only after the histogram
+    /// changed (it walks every bucket; the churn check needs it per event).
+    vip_threshold: Option<Option<i64>>,
     customers: HashMap<String, CustomerRecord>,
     scopes: HashMap<String, Option<ScopeState>>,
     attribute_values: HashMap<String, u64>,
@@ -367,6 +370,7 @@ impl<'a> Txn<'a> {
             next_sequence,
             histogram: histogram.clone(),
             histogram_changed: false,
+            vip_threshold: None,
             customers: HashMap::new(),
             scopes: HashMap::new(),
             attribute_values: HashMap::new(),
@@ -411,6 +415,7 @@ impl<'a> Txn<'a> {
         if old_bucket != new_bucket {
             self.histogram.replace(old_bucket, new_bucket);
             self.histogram_changed = true;
+            self.vip_threshold = None;
         }
 
         let event_scopes = event.scopes();
@@ -470,7 +475,10 @@ impl<'a> Txn<'a> {
                 }
             }
         }
-        let vip_threshold = self.histogram.vip_threshold(params);
+        let histogram = &self.histogram;
+        let vip_threshold = *self
+            .vip_threshold
+            .get_or_insert_with(|| histogram.vip_threshold(params));
         let record = self
             .customers
             .get_mut(&event.customer)

@@ -92,13 +92,19 @@ impl Store {
         Ok(out)
     }
 
-    /// The oldest log transitions, at most `limit`, for retention.
-    pub fn oldest_alert_transitions(&self, limit: usize) -> Result<Vec<Alert>> {
-        self.tree
-            .scan_prefix([keys::ALERT_LOG])
-            .take(limit)
-            .map(|kv| codec::decode(&kv?.1))
-            .collect()
+    /// The oldest log transitions committed before `cutoff`, at most
+    /// `limit`, for retention. Stops at the first newer one, so a check with
+    /// nothing to prune reads one entry.
+    pub fn alert_transitions_before(&self, cutoff: i64, limit: usize) -> Result<Vec<Alert>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([keys::ALERT_LOG]).take(limit) {
+            let alert: Alert = codec::decode(&kv?.1)?;
+            if alert.updated_at >= cutoff {
+                break;
+            }
+            out.push(alert);
+        }
+        Ok(out)
     }
 }
 

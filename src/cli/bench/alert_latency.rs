@@ -34,7 +34,7 @@ use super::load::{Prepared, Timings};
 use super::stats::Latency;
 use gapwatch::proto::{
     alert_service_client::AlertServiceClient, subscribe_response, AlertKind, AlertState,
-    ListAlertsRequest, SubscribeRequest,
+    SubscribeRequest,
 };
 
 /// One transition as it arrived.
@@ -59,14 +59,7 @@ impl Subscriber {
     /// Subscribes from the current head (`ListAlerts.head_sequence + 1`).
     pub async fn start(channel: Channel, t0: Instant) -> anyhow::Result<Self> {
         let mut client = AlertServiceClient::new(channel.clone());
-        let head = client
-            .list_alerts(ListAlertsRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .head_sequence;
+        let head = crate::cli::alerts::head_sequence(&mut client).await?;
         let mut stream = client
             .subscribe(SubscribeRequest {
                 from_sequence: Some(head + 1),
@@ -116,14 +109,9 @@ impl Subscriber {
     /// Waits until every transition committed so far has arrived (at most
     /// `patience`), then stops and returns the arrivals.
     async fn finish(self, patience: Duration) -> anyhow::Result<Vec<Arrival>> {
-        let head = AlertServiceClient::new(self.channel.clone())
-            .list_alerts(ListAlertsRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .head_sequence;
+        let head =
+            crate::cli::alerts::head_sequence(&mut AlertServiceClient::new(self.channel.clone()))
+                .await?;
         let deadline = Instant::now() + patience;
         while self.seen.load(Ordering::Relaxed) < head && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
