@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{convert, now_millis, Shared};
+use super::{convert, now_millis, page_size, Shared};
 use crate::domain::alert::{self as d, Alert};
 use crate::error::Error;
 use crate::proto::{
@@ -23,8 +23,6 @@ use crate::proto::{
     Heartbeat, ListAlertsRequest, ListAlertsResponse, SubscribeRequest, SubscribeResponse,
 };
 
-const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: i32 = 1000;
 /// Transitions read from the feed at a time.
 const READ_CHUNK: usize = 256;
 const MAX_NOTE_BYTES: usize = 1024;
@@ -51,6 +49,14 @@ fn kind(k: i32, field: &str) -> Result<d::AlertKind, Error> {
             Err(Error::invalid(field, format!("unknown alert kind {k}")))
         }
     }
+}
+
+/// A `kinds` filter; errors name the offending entry (`kinds[1]`).
+fn kinds(list: &[i32]) -> Result<Vec<d::AlertKind>, Error> {
+    list.iter()
+        .enumerate()
+        .map(|(i, k)| kind(*k, &format!("kinds[{i}]")))
+        .collect()
 }
 
 fn state(s: i32, field: &str) -> Result<d::AlertState, Error> {
@@ -89,12 +95,7 @@ struct Filter {
 impl Filter {
     fn from_request(r: &SubscribeRequest) -> Result<Self, Error> {
         Ok(Self {
-            kinds: r
-                .kinds
-                .iter()
-                .enumerate()
-                .map(|(i, k)| kind(*k, &format!("kinds[{i}]")))
-                .collect::<Result<_, _>>()?,
+            kinds: kinds(&r.kinds)?,
             scopes: r.scopes.clone(),
             dimensions: r.dimensions.clone(),
             min_severity: min_severity(r.min_severity)?,
@@ -187,23 +188,8 @@ impl AlertService for AlertApi {
                 .map(|(i, s)| state(*s, &format!("states[{i}]")))
                 .collect::<Result<_, _>>()?
         };
-        let kinds: Vec<d::AlertKind> = r
-            .kinds
-            .iter()
-            .enumerate()
-            .map(|(i, k)| kind(*k, &format!("kinds[{i}]")))
-            .collect::<Result<_, _>>()?;
-        let limit = match r.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            1..=MAX_PAGE_SIZE => r.page_size as usize,
-            n => {
-                return Err(Error::invalid(
-                    "page_size",
-                    format!("must be between 0 and {MAX_PAGE_SIZE}, got {n}"),
-                )
-                .into())
-            }
-        };
+        let kinds = kinds(&r.kinds)?;
+        let limit = page_size(r.page_size)?;
         let after = if r.page_token.is_empty() {
             0
         } else {

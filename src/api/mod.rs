@@ -47,3 +47,18 @@ pub(crate) async fn stream_deadline(max_secs: u64) {
     }
     tokio::time::sleep(std::time::Duration::from_secs(max_secs)).await;
 }
+
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: i32 = 1000;
+
+/// A listing's `page_size`: 0 means the default, 1..=1000 as asked.
+pub(crate) fn page_size(requested: i32) -> Result<usize, crate::error::Error> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        1..=MAX_PAGE_SIZE => Ok(requested as usize),
+        _ => Err(crate::error::Error::invalid(
+            "page_size",
+            format!("must be between 0 and {MAX_PAGE_SIZE}, got {requested}"),
+        )),
+    }
+}

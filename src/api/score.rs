@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, now_millis, Shared};
+use super::{convert, now_millis, page_size, Shared};
 use crate::domain::validate::{check_scope, is_valid_name, timestamp_millis};
 use crate::domain::Millis;
 use crate::error::Error;
@@ -12,9 +12,6 @@ use crate::proto::{
     ListScopesRequest, ListScopesResponse, ScopeScore, ScopeSummary,
 };
 use crate::scoring::Tier;
-
-const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: i32 = 1000;
 
 pub struct ScoreApi {
     shared: Shared,
@@ -30,17 +27,6 @@ fn as_of(ts: Option<&pbjson_types::Timestamp>) -> Result<Millis, Error> {
     match ts {
         None => Ok(now_millis()),
         Some(ts) => timestamp_millis(ts).map_err(|reason| Error::invalid("as_of_time", reason)),
-    }
-}
-
-fn page_size(requested: i32) -> Result<usize, Error> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        1..=MAX_PAGE_SIZE => Ok(requested as usize),
-        _ => Err(Error::invalid(
-            "page_size",
-            format!("must be between 0 and {MAX_PAGE_SIZE}, got {requested}"),
-        )),
     }
 }
 
