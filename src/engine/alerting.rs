@@ -396,6 +396,12 @@ impl<'a> Alerting<'a> {
         red_below: f64,
         open: &mut Option<u64>,
     ) -> Result<()> {
+        // Called for every event: nothing is built unless the state changes.
+        let transition = match (report.at_risk, *open) {
+            (true, None) => None,
+            (false, Some(id)) => Some(id),
+            _ => return Ok(()),
+        };
         let subject = Subject::Customer {
             customer: customer.to_string(),
         };
@@ -412,8 +418,8 @@ impl<'a> Alerting<'a> {
             .map_or("no loyalty index".to_string(), |l| {
                 format!("loyalty {l:.1}")
             });
-        match (report.at_risk, *open) {
-            (true, None) => {
+        match transition {
+            None => {
                 let vip = report.tier == Tier::Vip;
                 let severity = if vip {
                     AlertSeverity::Critical
@@ -430,12 +436,11 @@ impl<'a> Alerting<'a> {
                 *open = Some(self.new_alert(subject, severity, reading, message));
                 Ok(())
             }
-            (false, Some(id)) => {
+            Some(id) => {
                 *open = None;
                 let message = format!("customer {customer} is no longer at risk ({loyalty})");
                 self.resolve_alert(id, reading, message)
             }
-            _ => Ok(()),
         }
     }
 
