@@ -435,7 +435,6 @@ impl<'a> Txn<'a> {
         };
         for scope in &new_scopes {
             self.scope(scope)?.add_customer();
-            self.batch.put_member(scope, &event.customer);
         }
         for update in &updates {
             let targets = match &update.target {

@@ -8,7 +8,6 @@
 //! | `i`    | event id                    | sequence (u64 BE)     |
 //! | `c`    | customer id                 | `CustomerRecord`      |
 //! | `s`    | scope (`all`, `key=value`)  | `ScopeState`          |
-//! | `m`    | scope NUL customer id       | empty (membership)    |
 //! | `k`    | attribute key               | distinct values (u64) |
 //! | `d`    | dimension name              | `DimensionSpec`       |
 //! | `M`    | `histogram`, `schema`, `alerts_pruned`, `counts` | meta values |
@@ -18,14 +17,13 @@
 //! | `O`    | open alert id (u64 BE)      | `AlertKind` (open alerts only) |
 //! | `o`    | due (i64 BE, offset) + subject key | empty (overdue check) |
 //!
-//! Ids, scopes and keys never contain NUL (validation rejects control
-//! characters), so the membership separator is unambiguous.
+//! `m` (scope NUL customer: membership) was written by earlier builds
+//! before records listed their scopes; such keys are never read.
 
 pub const EVENT: u8 = b'e';
 pub const EVENT_ID: u8 = b'i';
 pub const CUSTOMER: u8 = b'c';
 pub const SCOPE: u8 = b's';
-pub const MEMBER: u8 = b'm';
 pub const ATTRIBUTE_KEY: u8 = b'k';
 pub const DIMENSION: u8 = b'd';
 pub const META: u8 = b'M';
@@ -81,18 +79,6 @@ pub fn overdue(due: i64, subject: &str) -> Vec<u8> {
 pub fn parse_overdue(key: &[u8]) -> (i64, String) {
     let due = (number(key) ^ (1 << 63)) as i64;
     (due, String::from_utf8_lossy(&key[9..]).into_owned())
-}
-
-pub fn member(scope: &str, customer: &str) -> Vec<u8> {
-    let mut key = member_prefix(scope);
-    key.extend_from_slice(customer.as_bytes());
-    key
-}
-
-pub fn member_prefix(scope: &str) -> Vec<u8> {
-    let mut key = with_prefix(MEMBER, scope);
-    key.push(0);
-    key
 }
 
 /// The name part of a key (after the one-byte prefix).

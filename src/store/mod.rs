@@ -181,29 +181,32 @@ impl Store {
         Ok(out)
     }
 
-    /// Every customer (of one scope when given), in id order.
+    /// Every customer (of one scope when given), in id order. A scope is a
+    /// filter on the full scan: each record lists its scopes, so no
+    /// membership index has to be written for every new customer.
     pub fn customers<'a>(
         &'a self,
-        scope: Option<&str>,
-    ) -> Box<dyn Iterator<Item = Result<(String, CustomerState)>> + 'a> {
-        match scope {
-            None => Box::new(self.tree.scan_prefix([keys::CUSTOMER]).map(|kv| {
-                let (k, v) = kv?;
-                let record: CustomerRecord = codec::decode(&v)?;
-                Ok((keys::name(&k), record.state))
-            })),
-            Some(scope) => {
-                let prefix = keys::member_prefix(scope);
-                let skip = prefix.len();
-                Box::new(self.tree.scan_prefix(prefix).filter_map(move |kv| {
-                    let id = match kv {
-                        Ok((k, _)) => String::from_utf8_lossy(&k[skip..]).into_owned(),
-                        Err(e) => return Some(Err(e.into())),
-                    };
-                    self.customer(&id).transpose().map(|c| c.map(|c| (id, c)))
-                }))
-            }
-        }
+        scope: Option<&'a str>,
+    ) -> impl Iterator<Item = Result<(String, CustomerState)>> + 'a {
+        self.tree
+            .scan_prefix([keys::CUSTOMER])
+            .filter_map(move |kv| {
+                let (k, v) = match kv {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let record: CustomerRecord = match codec::decode(&v) {
+                    Ok(record) => record,
+                    Err(e) => return Some(Err(e)),
+                };
+                let member = scope.is_none_or(|s| {
+                    record
+                        .scopes
+                        .binary_search_by(|x| x.as_str().cmp(s))
+                        .is_ok()
+                });
+                member.then(|| Ok((keys::name(&k), record.state)))
+            })
     }
 
     /// Applies a batch atomically, then flushes: when this returns Ok, every
@@ -301,11 +304,6 @@ impl WriteBatch {
 
     pub fn put_scope(&mut self, name: &str, state: &ScopeState) -> Result<()> {
         self.put(keys::with_prefix(keys::SCOPE, name), state)
-    }
-
-    pub fn put_member(&mut self, scope: &str, customer: &str) {
-        self.inner.insert(keys::member(scope, customer), &[]);
-        self.writes += 1;
     }
 
     pub fn put_attribute_values(&mut self, key: &str, count: u64) -> Result<()> {
