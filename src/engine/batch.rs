@@ -1,14 +1,18 @@
-//! The writer loop and one group commit. A batch loads the state it touches
-//! from the store into a working set, applies every event in order, writes
-//! the working set back in one atomic sled batch, flushes, and only then
-//! answers the callers.
+//! The writer loop and the first stage of one group commit. A batch loads
+//! the state it touches into a working set (reading through the commits
+//! still in flight), applies every event in order, stages the working set
+//! as one atomic batch and hands it to the commit thread (`commit`), which
+//! makes it durable and only then answers the callers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
 use super::alerting::Alerting;
+use super::commit::{unavailable, Commit, Committer, Failure, Reply, Stage};
 use super::{AlertFeed, Command, Dimensions, EngineOptions, Outcome};
 use crate::domain::alert::{Alert, Subject};
 use crate::domain::{Body, DimensionSpec, Event, InteractionKind};
@@ -21,31 +25,19 @@ use crate::store::{CustomerRecord, EntityCounts, Store, WriteBatch};
 const TICK_LIMIT: usize = 1_000;
 
 pub(super) struct Writer {
+    /// Pipelined: reads see the commits still in flight.
     store: Store,
     params: Params,
     options: EngineOptions,
     dimensions: Dimensions,
-    feed: Arc<AlertFeed>,
     next_sequence: u64,
     next_alert_sequence: u64,
     histogram: ValueHistogram,
-    /// Set when a commit failed: from then on nothing is accepted, because
-    /// sled may hold writes that were never made durable.
-    failed: Option<String>,
-    metrics: crate::telemetry::Metrics,
+    failure: Arc<Failure>,
     /// Customers and scopes stored (kept in meta with each commit).
     counts: EntityCounts,
-}
-
-enum Reply {
-    /// The sender, the outcomes, and how many events were sent.
-    Ingest(
-        tokio::sync::oneshot::Sender<Vec<Outcome>>,
-        Vec<Outcome>,
-        usize,
-    ),
-    Dimension(tokio::sync::oneshot::Sender<Result<()>>, DimensionSpec),
-    Acknowledge(tokio::sync::oneshot::Sender<Result<Alert>>, Result<Alert>),
+    stages: Option<SyncSender<Stage>>,
+    committer: Option<JoinHandle<()>>,
 }
 
 impl Writer {
@@ -57,20 +49,34 @@ impl Writer {
         feed: Arc<AlertFeed>,
         metrics: crate::telemetry::Metrics,
     ) -> Result<Self> {
+        let store = store.pipelined();
         let counts = store.entity_counts()?;
         metrics.entities(counts.customers, counts.scopes);
+        let failure = Arc::new(Failure::default());
+        let (stages, received) = Committer::channel();
+        let committer = Committer {
+            store: store.clone(),
+            feed,
+            dimensions: dimensions.clone(),
+            metrics,
+            failure: failure.clone(),
+        };
+        let committer = std::thread::Builder::new()
+            .name("gapwatch-commit".into())
+            .spawn(move || committer.run(received))
+            .map_err(|e| Error::Unavailable(format!("cannot start the commit thread: {e}")))?;
         Ok(Self {
             next_sequence: store.last_sequence()? + 1,
             next_alert_sequence: store.last_alert_sequence()? + 1,
-            feed,
             histogram: store.histogram()?,
             store,
             params,
             options,
             dimensions,
-            failed: None,
-            metrics,
+            failure,
             counts,
+            stages: Some(stages),
+            committer: Some(committer),
         })
     }
 
@@ -98,6 +104,12 @@ impl Writer {
             }
             self.process(commands);
         }
+        // Closing the pipeline lets the commit thread finish what is in
+        // flight and stop.
+        drop(self.stages.take());
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
         if stopping {
             tracing::info!(
                 next_sequence = self.next_sequence,
@@ -106,16 +118,30 @@ impl Writer {
         }
     }
 
+    /// Waits until every commit handed over so far is durable (or failed):
+    /// range scans read committed state only.
+    fn drain(&self) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if let Some(stages) = &self.stages {
+            if stages.send(Stage::Drain(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+
     fn process(&mut self, commands: Vec<Command>) {
         if commands.is_empty() {
             return;
         }
-        if let Some(reason) = &self.failed {
+        if commands.iter().any(|c| matches!(c, Command::Tick)) {
+            self.drain();
+        }
+        if let Some(reason) = self.failure.reason() {
             fail_all(commands, reason);
             return;
         }
         let batch_span = batch_span(&commands);
-        let _entered = batch_span.enter();
+        let entered = batch_span.enter();
         let mut applied = 0;
         let mut queued = Vec::new();
         let dims = self.dimensions.snapshot();
@@ -186,7 +212,7 @@ impl Writer {
                 break;
             }
         }
-        let result = result.and_then(|()| {
+        let staged = result.and_then(|()| {
             let mut committed = txn.finish()?;
             let counts = EntityCounts {
                 customers: self.counts.customers + committed.new_customers,
@@ -196,66 +222,45 @@ impl Writer {
             if committed.next_sequence != self.next_sequence {
                 committed.batch.put_entity_counts(&counts)?;
             }
-            let span = tracing::info_span!(
-                "engine.commit",
-                events = applied,
-                next_sequence = committed.next_sequence
-            );
-            let _guard = span.enter();
-            let mut took = None;
-            if !committed.batch.is_empty() {
-                let started = std::time::Instant::now();
-                self.store.commit(committed.batch)?;
-                took = Some(started.elapsed());
-            }
-            self.histogram = committed.histogram;
-            self.next_sequence = committed.next_sequence;
-            self.next_alert_sequence = committed.next_alert_sequence;
-            self.counts = counts;
-            Ok((committed.alerts, took))
+            Ok((committed, counts))
         });
-        match result {
-            Ok((alerts, took)) => {
-                self.metrics.committed(applied, took);
-                self.metrics.transitions(&alerts);
-                self.metrics
-                    .entities(self.counts.customers, self.counts.scopes);
-                self.feed.publish(alerts);
-                for reply in replies {
-                    match reply {
-                        Reply::Ingest(tx, outcomes, _) => {
-                            let _ = tx.send(outcomes);
-                        }
-                        Reply::Dimension(tx, spec) => {
-                            self.dimensions.insert(spec);
-                            let _ = tx.send(Ok(()));
-                        }
-                        Reply::Acknowledge(tx, outcome) => {
-                            let _ = tx.send(outcome);
-                        }
-                    }
-                }
-                for at in queued {
-                    self.metrics.acked(at);
-                }
-            }
+        let (committed, counts) = match staged {
+            Ok(staged) => staged,
             Err(e) => {
-                let reason = format!("storage failed; restart the service: {e}");
-                tracing::error!(error = %e, "group commit failed; refusing further writes");
-                for reply in replies {
-                    match reply {
-                        Reply::Ingest(tx, _, count) => {
-                            let _ = tx.send(unavailable(count, &reason));
-                        }
-                        Reply::Dimension(tx, _) => {
-                            let _ = tx.send(Err(Error::Unavailable(reason.clone())));
-                        }
-                        Reply::Acknowledge(tx, _) => {
-                            let _ = tx.send(Err(Error::Unavailable(reason.clone())));
-                        }
-                    }
+                // Commits already handed over stay valid; this one is
+                // dropped unstaged, and nothing more is accepted.
+                let reason = self.failure.set(&e);
+                replies.into_iter().for_each(|r| r.fail(reason));
+                return;
+            }
+        };
+        // The next commit builds on this one as if it were durable: if it
+        // fails, so does everything after it.
+        self.histogram = committed.histogram;
+        self.next_sequence = committed.next_sequence;
+        self.next_alert_sequence = committed.next_alert_sequence;
+        self.counts = counts;
+        if committed.batch.is_empty() && replies.is_empty() && committed.alerts.is_empty() {
+            return;
+        }
+        drop(entered);
+        let commit = Commit {
+            batch: self.store.stage(committed.batch),
+            replies,
+            alerts: committed.alerts,
+            events: applied,
+            queued,
+            counts,
+            span: batch_span,
+        };
+        if let Some(stages) = &self.stages {
+            if let Err(unsent) = stages.send(Stage::Commit(Box::new(commit))) {
+                // The commit thread is gone (it panicked): refuse from now on.
+                let e = Error::Unavailable("the commit thread stopped".into());
+                let reason = self.failure.set(&e);
+                if let Stage::Commit(commit) = unsent.0 {
+                    commit.replies.into_iter().for_each(|r| r.fail(reason));
                 }
-                self.failed = Some(reason);
             }
         }
     }
@@ -310,12 +315,6 @@ fn fail_all(commands: Vec<Command>, reason: &str) {
             Command::Tick | Command::Stop => {}
         }
     }
-}
-
-fn unavailable(count: usize, reason: &str) -> Vec<Outcome> {
-    (0..count)
-        .map(|_| Outcome::Rejected(Error::Unavailable(reason.to_string())))
-        .collect()
 }
 
 /// What one group commit produced.

@@ -5,6 +5,7 @@
 
 mod alerting;
 mod batch;
+mod commit;
 mod feed;
 pub mod rules;
 

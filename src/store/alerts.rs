@@ -145,12 +145,13 @@ impl WriteBatch {
     }
 
     pub fn put_overdue(&mut self, due: i64, subject_key: &str) {
-        self.inner.insert(keys::overdue(due, subject_key), &[]);
-        self.writes += 1;
+        self.writes.push((
+            keys::overdue(due, subject_key).into(),
+            Some(Default::default()),
+        ));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.inner.remove(key);
-        self.writes += 1;
+        self.writes.push((key.into(), None));
     }
 }

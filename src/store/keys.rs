@@ -17,6 +17,9 @@
 //! | `O`    | open alert id (u64 BE)      | `AlertKind` (open alerts only) |
 //! | `o`    | due (i64 BE, offset) + subject key | empty (overdue check) |
 //!
+//! The `journal` tree holds `J` + commit number (u64 BE) → a commit's
+//! writes (see `journal`).
+//!
 //! `m` (scope NUL customer: membership) was written by earlier builds
 //! before records listed their scopes; such keys are never read.
 
@@ -32,6 +35,7 @@ pub const ALERT: u8 = b'L';
 pub const MONITOR: u8 = b'a';
 pub const OPEN_ALERT: u8 = b'O';
 pub const OVERDUE: u8 = b'o';
+pub const JOURNAL: u8 = b'J';
 
 pub const META_HISTOGRAM: &str = "histogram";
 pub const META_SCHEMA: &str = "schema";

@@ -1,12 +1,21 @@
 //! The only code that touches sled. One tree, the key layout of `keys`,
 //! values in the versioned codec of `codec`, and group commit: a
 //! [`WriteBatch`] is applied atomically and flushed before anyone is told.
+//!
+//! The engine pipelines its commits: it *stages* a batch (its own reads see
+//! it at once, through [`Store::pipelined`]) and builds the next one while a
+//! second thread applies and flushes the first. Every other handle reads
+//! committed state only.
 
 mod alerts;
 pub mod codec;
+mod journal;
 pub mod keys;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -41,6 +50,41 @@ pub struct StoreOptions {
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    /// The commit journal (see `journal`), in its own tree so that its
+    /// large entries never share a page with the small values of `tree`.
+    journal: sled::Tree,
+    /// Writes staged but not yet committed, read before sled; only on the
+    /// engine's handle (see [`Store::pipelined`]).
+    staged: Option<Arc<Staged>>,
+}
+
+/// Staged writes by key: the latest value (`None`: removed) and the number
+/// of the staged batch that wrote it.
+#[derive(Default)]
+struct Staged {
+    writes: Mutex<HashMap<sled::IVec, (u64, Option<sled::IVec>)>>,
+    last_number: AtomicU64,
+    /// Numbers of the journal entries still kept, oldest first.
+    journal: Mutex<std::collections::VecDeque<u64>>,
+}
+
+impl Staged {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<sled::IVec, (u64, Option<sled::IVec>)>> {
+        // A poisoned map is still consistent: every insert is one call.
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A batch staged on a pipelined handle, waiting for [`Store::commit_staged`].
+pub struct StagedBatch {
+    number: u64,
+    writes: Vec<(sled::IVec, Option<sled::IVec>)>,
+}
+
+impl StagedBatch {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
 }
 
 impl Store {
@@ -57,8 +101,15 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree = db.open_tree("gapwatch")?;
-        let store = Self { db, tree };
+        let journal = db.open_tree("journal")?;
+        let store = Self {
+            db,
+            tree,
+            journal,
+            staged: None,
+        };
         store.initialise()?;
+        store.replay_journal()?;
         Ok(store)
     }
 
@@ -82,7 +133,22 @@ impl Store {
         Ok(())
     }
 
+    /// A handle whose point reads also see the batches it stages: the
+    /// engine's. Range scans see committed state only, so the engine
+    /// drains its pipeline before work that scans.
+    pub fn pipelined(&self) -> Self {
+        Self {
+            staged: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        if let Some(staged) = &self.staged {
+            if let Some((_, value)) = staged.lock().get(key) {
+                return value.as_deref().map(codec::decode).transpose();
+            }
+        }
         self.tree.get(key)?.map(|v| codec::decode(&v)).transpose()
     }
 
@@ -212,8 +278,90 @@ impl Store {
     /// Applies a batch atomically, then flushes: when this returns Ok, every
     /// write of the batch survives `kill -9`.
     pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        self.tree.apply_batch(batch.inner)?;
+        self.apply_and_flush(&batch.writes)
+    }
+
+    fn apply_and_flush(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        // In order: a later write of the same key wins, as in `stage`.
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key.clone(), value.clone()),
+                None => batch.remove(key.clone()),
+            }
+        }
+        self.tree.apply_batch(batch)?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Makes a batch visible to this handle's point reads at once; it
+    /// becomes durable (and visible to every handle) in
+    /// [`Store::commit_staged`], which must see staged batches in order.
+    ///
+    /// # Panics
+    /// On a handle that is not [`Store::pipelined`].
+    pub fn stage(&self, batch: WriteBatch) -> StagedBatch {
+        let staged = self.staged.as_ref().expect("stage on a pipelined handle");
+        let number = staged.last_number.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut map = staged.lock();
+        for (key, value) in &batch.writes {
+            map.insert(key.clone(), (number, value.clone()));
+        }
+        StagedBatch {
+            number,
+            writes: batch.writes,
+        }
+    }
+
+    /// Makes a staged batch durable and atomic (one journal entry, then
+    /// `flush`: see `journal`), applies its writes to the tree, then stops
+    /// reading them from the stage. When this returns Ok, every write of
+    /// the batch survives `kill -9`. On failure the writes stay staged: the
+    /// engine refuses all work from then on, and the next open repairs
+    /// the tree from the journal.
+    ///
+    /// # Panics
+    /// On a handle that is not [`Store::pipelined`].
+    pub fn commit_staged(&self, batch: StagedBatch) -> Result<()> {
+        self.journal_and_flush(&batch)?;
+        self.apply_staged(batch)
+    }
+
+    /// The durable half of [`Store::commit_staged`].
+    fn journal_and_flush(&self, batch: &StagedBatch) -> Result<()> {
+        let staged = self.staged.as_ref().expect("commit on a pipelined handle");
+        let entry = keys::numbered(keys::JOURNAL, batch.number);
+        self.journal.insert(entry, journal::encode(&batch.writes))?;
+        {
+            let mut kept = staged.journal.lock().unwrap_or_else(|e| e.into_inner());
+            kept.push_back(batch.number);
+            while kept.len() > journal::KEPT {
+                let old = kept.pop_front().expect("longer than KEPT");
+                self.journal.remove(keys::numbered(keys::JOURNAL, old))?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies a journaled batch key by key (no global lock: see
+    /// `journal`), then stops reading its writes from the stage.
+    fn apply_staged(&self, batch: StagedBatch) -> Result<()> {
+        for (key, value) in &batch.writes {
+            match value {
+                Some(value) => self.tree.insert(key, value.clone())?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        let staged = self.staged.as_ref().expect("commit on a pipelined handle");
+        let mut map = staged.lock();
+        for (key, _) in &batch.writes {
+            // A later staged batch may have written the key again.
+            if map.get(key).is_some_and(|(n, _)| *n == batch.number) {
+                map.remove(key);
+            }
+        }
         Ok(())
     }
 
@@ -272,14 +420,14 @@ pub struct CustomerRecord {
 /// Writes staged for one atomic group commit.
 #[derive(Default)]
 pub struct WriteBatch {
-    inner: sled::Batch,
-    writes: usize,
+    /// In order; a later write of a key replaces an earlier one.
+    writes: Vec<(sled::IVec, Option<sled::IVec>)>,
 }
 
 impl WriteBatch {
     fn put<T: Serialize>(&mut self, key: impl Into<sled::IVec>, value: &T) -> Result<()> {
-        self.inner.insert(key, codec::encode(value)?);
-        self.writes += 1;
+        self.writes
+            .push((key.into(), Some(codec::encode(value)?.into())));
         Ok(())
     }
 
@@ -326,7 +474,7 @@ impl WriteBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes == 0
+        self.writes.is_empty()
     }
 }
 
@@ -348,12 +496,95 @@ mod tests {
         }
     }
 
+    fn options() -> StoreOptions {
+        StoreOptions {
+            cache_capacity: 1 << 20,
+        }
+    }
+
+    fn scope_batch(name: &str, customers: u64) -> WriteBatch {
+        let mut state = ScopeState::default();
+        for _ in 0..customers {
+            state.add_customer();
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_scope(name, &state).unwrap();
+        batch
+    }
+
+    fn customers_of(store: &Store, name: &str) -> Option<u64> {
+        store.scope(name).unwrap().map(|s| s.customer_count())
+    }
+
+    #[test]
+    fn staged_writes_are_read_by_the_pipelined_handle_only_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let committed = Store::open(dir.path(), &options()).unwrap();
+        let pipelined = committed.pipelined();
+        let first = pipelined.stage(scope_batch("all", 1));
+        let second = pipelined.stage(scope_batch("all", 2));
+        assert_eq!(customers_of(&pipelined, "all"), Some(2), "latest staged");
+        assert_eq!(customers_of(&committed, "all"), None, "nothing committed");
+
+        pipelined.commit_staged(first).unwrap();
+        assert_eq!(customers_of(&committed, "all"), Some(1));
+        // The second batch's write is still the one the writer must see.
+        assert_eq!(customers_of(&pipelined, "all"), Some(2));
+        pipelined.commit_staged(second).unwrap();
+        assert_eq!(customers_of(&committed, "all"), Some(2));
+        assert!(pipelined.staged.as_ref().unwrap().lock().is_empty());
+    }
+
+    #[test]
+    fn a_journaled_commit_that_was_not_applied_is_applied_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &options()).unwrap().pipelined();
+            store
+                .commit_staged(store.stage(scope_batch("gone", 1)))
+                .unwrap();
+            let mut batch = scope_batch("all", 1);
+            batch.delete(keys::with_prefix(keys::SCOPE, "gone"));
+            let first = store.stage(batch);
+            let second = store.stage(scope_batch("all", 3));
+            // A crash after both journal flushes, before either was applied.
+            store.journal_and_flush(&first).unwrap();
+            store.journal_and_flush(&second).unwrap();
+            assert_eq!(store.journal.len(), 2, "the last two entries are kept");
+            let fresh = Store {
+                staged: None,
+                ..store.clone()
+            };
+            assert_eq!(customers_of(&fresh, "all"), None);
+            assert_eq!(customers_of(&fresh, "gone"), Some(1));
+        }
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert_eq!(customers_of(&store, "all"), Some(3), "applied in order");
+        assert_eq!(customers_of(&store, "gone"), None, "deletes replayed");
+        assert!(store.journal.is_empty(), "replayed entries are removed");
+    }
+
+    #[test]
+    fn committed_batches_leave_two_journal_entries_and_nothing_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &options()).unwrap().pipelined();
+            for n in 1..=5 {
+                store
+                    .commit_staged(store.stage(scope_batch("all", n)))
+                    .unwrap();
+            }
+            assert_eq!(store.journal.len(), journal::KEPT);
+        }
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert_eq!(customers_of(&store, "all"), Some(5));
+        assert!(store.journal.is_empty());
+    }
+
     #[test]
     fn event_log_chunks_answer_by_sequence_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            cache_capacity: 1 << 20,
-        };
+        let options = options();
         {
             let store = Store::open(dir.path(), &options).unwrap();
             assert_eq!(store.last_sequence().unwrap(), 0);

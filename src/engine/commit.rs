@@ -1,0 +1,187 @@
+//! The second stage of the writer's pipeline. The writer stages a group
+//! commit (its own reads see it at once) and hands it here; this thread
+//! applies and flushes it to sled, and only then publishes its alert
+//! transitions and answers its callers. Meanwhile the writer builds the next
+//! commit. Stages arrive and complete in order, so answers leave in the
+//! order the writer made them, and a duplicate of an event still in flight
+//! is answered only after that event is durable.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::{AlertFeed, Dimensions, Outcome};
+use crate::domain::alert::Alert;
+use crate::domain::DimensionSpec;
+use crate::error::{Error, Result};
+use crate::store::{EntityCounts, StagedBatch, Store};
+
+/// An answer owed to a caller once its commit is durable.
+pub(super) enum Reply {
+    /// The sender, the outcomes, and how many events were sent.
+    Ingest(oneshot::Sender<Vec<Outcome>>, Vec<Outcome>, usize),
+    Dimension(oneshot::Sender<Result<()>>, DimensionSpec),
+    Acknowledge(oneshot::Sender<Result<Alert>>, Result<Alert>),
+}
+
+impl Reply {
+    /// Answers with the commit's outcome.
+    fn send(self, dimensions: &Dimensions) {
+        match self {
+            Reply::Ingest(tx, outcomes, _) => {
+                let _ = tx.send(outcomes);
+            }
+            Reply::Dimension(tx, spec) => {
+                dimensions.insert(spec);
+                let _ = tx.send(Ok(()));
+            }
+            Reply::Acknowledge(tx, outcome) => {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+
+    /// Answers UNAVAILABLE: nothing of the commit was made durable.
+    pub(super) fn fail(self, reason: &str) {
+        match self {
+            Reply::Ingest(tx, _, count) => {
+                let _ = tx.send(unavailable(count, reason));
+            }
+            Reply::Dimension(tx, _) => {
+                let _ = tx.send(Err(Error::Unavailable(reason.to_string())));
+            }
+            Reply::Acknowledge(tx, _) => {
+                let _ = tx.send(Err(Error::Unavailable(reason.to_string())));
+            }
+        }
+    }
+}
+
+pub(super) fn unavailable(count: usize, reason: &str) -> Vec<Outcome> {
+    (0..count)
+        .map(|_| Outcome::Rejected(Error::Unavailable(reason.to_string())))
+        .collect()
+}
+
+/// One group commit, built and staged by the writer.
+pub(super) struct Commit {
+    pub batch: StagedBatch,
+    pub replies: Vec<Reply>,
+    pub alerts: Vec<Alert>,
+    /// Events applied (the batch-size metric).
+    pub events: usize,
+    /// When each ingest command was queued (the ack-latency metric).
+    pub queued: Vec<Instant>,
+    pub counts: EntityCounts,
+    /// The writer's `engine.batch` span: the commit is traced under it.
+    pub span: tracing::Span,
+}
+
+pub(super) enum Stage {
+    Commit(Box<Commit>),
+    /// Answered once every earlier commit is done (durable or failed).
+    Drain(Sender<()>),
+}
+
+/// Set once a group commit failed, or the writer could not read its state:
+/// sled may hold writes that were never made durable, so nothing more is
+/// accepted until a restart.
+#[derive(Default)]
+pub(super) struct Failure(OnceLock<String>);
+
+impl Failure {
+    pub(super) fn set(&self, error: &Error) -> &str {
+        self.0.get_or_init(|| {
+            tracing::error!(error = %error, "storage failed; refusing further writes");
+            format!("storage failed; restart the service: {error}")
+        })
+    }
+
+    pub(super) fn reason(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// The commit thread's side.
+pub(super) struct Committer {
+    pub store: Store,
+    pub feed: Arc<AlertFeed>,
+    pub dimensions: Dimensions,
+    pub metrics: crate::telemetry::Metrics,
+    pub failure: Arc<Failure>,
+}
+
+/// Commits in flight besides the one being written: the writer stays at
+/// most this far ahead of durable state.
+pub(super) const PIPELINE_DEPTH: usize = 1;
+
+impl Committer {
+    pub(super) fn channel() -> (SyncSender<Stage>, Receiver<Stage>) {
+        std::sync::mpsc::sync_channel(PIPELINE_DEPTH)
+    }
+
+    pub(super) fn run(self, stages: Receiver<Stage>) {
+        // Once a commit fails, every later one was built on top of it.
+        let mut failed: Option<String> = None;
+        for stage in stages {
+            match stage {
+                Stage::Drain(done) => {
+                    let _ = done.send(());
+                }
+                Stage::Commit(commit) => {
+                    if let Some(reason) = &failed {
+                        commit.replies.into_iter().for_each(|r| r.fail(reason));
+                        continue;
+                    }
+                    if let Err(e) = self.commit(*commit) {
+                        failed = Some(self.failure.set(&e).to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(&self, commit: Commit) -> Result<()> {
+        let Commit {
+            batch,
+            replies,
+            alerts,
+            events,
+            queued,
+            counts,
+            span,
+        } = commit;
+        let took = if batch.is_empty() {
+            None
+        } else {
+            let span = tracing::info_span!(
+                parent: &span,
+                "engine.commit",
+                events,
+                next_sequence = counts.next_sequence
+            );
+            let _guard = span.enter();
+            let started = Instant::now();
+            if let Err(e) = self.store.commit_staged(batch) {
+                let e = Error::from(e);
+                let reason = self.failure.set(&e);
+                replies.into_iter().for_each(|r| r.fail(reason));
+                return Err(e);
+            }
+            Some(started.elapsed())
+        };
+        self.metrics.committed(events, took);
+        self.metrics.transitions(&alerts);
+        self.metrics.entities(counts.customers, counts.scopes);
+        self.feed.publish(alerts);
+        for reply in replies {
+            reply.send(&self.dimensions);
+        }
+        for at in queued {
+            self.metrics.acked(at);
+        }
+        Ok(())
+    }
+}
