@@ -110,6 +110,8 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// sled page cache in MiB.
     pub cache_capacity_mb: u64,
+    /// Customer records the writer keeps decoded in memory (0: none).
+    pub cached_customers: usize,
 }
 
 impl Default for StorageConfig {
@@ -117,6 +119,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: PathBuf::from("./data"),
             cache_capacity_mb: 256,
+            cached_customers: 50_000,
         }
     }
 }
@@ -239,6 +242,7 @@ impl Config {
             max_batch_events: self.ingest.max_commit_events,
             queue_capacity: self.ingest.queue_capacity,
             max_distinct_values_per_key: self.ingest.max_distinct_values_per_key,
+            cached_customers: self.storage.cached_customers,
             alerts: self.alerts.clone(),
         }
     }

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
 use super::alerting::Alerting;
+use super::cache::CustomerCache;
 use super::commit::{unavailable, Commit, Committer, Failure, Reply, Stage};
 use super::{AlertFeed, Command, Dimensions, EngineOptions, Outcome};
 use crate::domain::alert::{Alert, Subject};
@@ -36,6 +37,7 @@ pub(super) struct Writer {
     failure: Arc<Failure>,
     /// Customers and scopes stored (kept in meta with each commit).
     counts: EntityCounts,
+    customers: CustomerCache,
     stages: Option<SyncSender<Stage>>,
     committer: Option<JoinHandle<()>>,
 }
@@ -69,6 +71,7 @@ impl Writer {
             next_sequence: store.last_sequence()? + 1,
             next_alert_sequence: store.last_alert_sequence()? + 1,
             histogram: store.histogram()?,
+            customers: CustomerCache::new(options.cached_customers),
             store,
             params,
             options,
@@ -147,6 +150,7 @@ impl Writer {
         let dims = self.dimensions.snapshot();
         let mut txn = Txn::new(
             &self.store,
+            &mut self.customers,
             &self.histogram,
             self.next_sequence,
             Alerting::new(
@@ -240,6 +244,7 @@ impl Writer {
         self.next_sequence = committed.next_sequence;
         self.next_alert_sequence = committed.next_alert_sequence;
         self.counts = counts;
+        self.customers.put_back(committed.customers);
         if committed.batch.is_empty() && replies.is_empty() && committed.alerts.is_empty() {
             return;
         }
@@ -327,11 +332,14 @@ struct Committed {
     /// Customers and scopes this commit creates.
     new_customers: u64,
     new_scopes: u64,
+    /// The records it wrote, for the writer's cache.
+    customers: HashMap<String, CustomerRecord>,
 }
 
 /// The working set of one group commit.
 struct Txn<'a> {
     store: &'a Store,
+    cache: &'a mut CustomerCache,
     alerting: Alerting<'a>,
     dimensions: &'a BTreeMap<String, DimensionSpec>,
     batch: WriteBatch,
@@ -356,6 +364,7 @@ struct Txn<'a> {
 impl<'a> Txn<'a> {
     fn new(
         store: &'a Store,
+        cache: &'a mut CustomerCache,
         histogram: &ValueHistogram,
         next_sequence: u64,
         alerting: Alerting<'a>,
@@ -363,6 +372,7 @@ impl<'a> Txn<'a> {
     ) -> Self {
         Self {
             store,
+            cache,
             alerting,
             dimensions,
             batch: WriteBatch::default(),
@@ -589,7 +599,11 @@ impl<'a> Txn<'a> {
 
     fn customer(&mut self, id: &str) -> Result<&mut CustomerRecord> {
         if !self.customers.contains_key(id) {
-            let record = match self.store.customer_record(id)? {
+            let known = match self.cache.take(id) {
+                Some(record) => Some(record),
+                None => self.store.customer_record(id)?,
+            };
+            let record = match known {
                 Some(record) => record,
                 None => {
                     self.new_customers += 1;
@@ -628,6 +642,7 @@ impl<'a> Txn<'a> {
             alerts,
             new_customers: self.new_customers,
             new_scopes: self.new_scopes,
+            customers: self.customers,
         })
     }
 }

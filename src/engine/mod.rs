@@ -5,6 +5,7 @@
 
 mod alerting;
 mod batch;
+mod cache;
 mod commit;
 mod feed;
 pub mod rules;
@@ -44,6 +45,8 @@ pub struct EngineOptions {
     pub queue_capacity: usize,
     /// Distinct values allowed per attribute key.
     pub max_distinct_values_per_key: u64,
+    /// Customer records the writer keeps decoded in memory.
+    pub cached_customers: usize,
     /// Detectors, thresholds, retention, feed limits.
     pub alerts: AlertSettings,
 }
