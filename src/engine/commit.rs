@@ -113,9 +113,12 @@ pub(super) struct Committer {
     pub failure: Arc<Failure>,
 }
 
-/// Commits in flight besides the one being written: the writer stays at
-/// most this far ahead of durable state.
-pub(super) const PIPELINE_DEPTH: usize = 1;
+/// Commits queued for the commit thread besides the one it is writing. With
+/// none, the writer builds the next commit while the current one is being
+/// written and hands it over when that one is done: it is never more than
+/// one commit ahead, and whatever arrives meanwhile joins the commit after.
+/// (A queue of one more measured no faster, stream or unary.)
+pub(super) const PIPELINE_DEPTH: usize = 0;
 
 impl Committer {
     pub(super) fn channel() -> (SyncSender<Stage>, Receiver<Stage>) {

@@ -325,7 +325,7 @@ impl Metrics {
                 .build(),
             commit_latency: meter
                 .f64_histogram("gapwatch.engine.commit_latency")
-                .with_description("One sled batch apply and flush")
+                .with_description("One group commit: journal entry, flush and per-key writes")
                 .with_unit("s")
                 .with_boundaries(LATENCY_BOUNDS.to_vec())
                 .build(),
