@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use common::*;
 use tonic::Code;
@@ -860,6 +860,62 @@ async fn concurrent_unary_callers_get_distinct_sequences() {
     assert_eq!(all.response_count, 1_600);
     assert_eq!(all.customer_count, 32);
     assert_some_close(all.csat_percent, 100.0);
+    server.stop().await;
+}
+
+/// Commits are pipelined: a duplicate may arrive while the first copy of its
+/// event is staged but not yet durable. Every copy must get the one sequence
+/// the event was accepted under, and the event must count once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_copies_of_an_event_get_one_sequence_and_count_once() {
+    const CALLERS: usize = 16;
+    const EVENTS: usize = 200;
+    let server = TestServer::start().await;
+    let mut tasks = Vec::new();
+    for caller in 0..CALLERS {
+        let mut client = server.ingest.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::with_capacity(EVENTS);
+            // Half the callers walk the ids backwards, so copies of the same
+            // event meet in different commits.
+            for k in 0..EVENTS {
+                let n = if caller % 2 == 0 { k } else { EVENTS - 1 - k };
+                let s = Survey {
+                    csat: Some(5),
+                    ..survey(
+                        &format!("race-{n}"),
+                        &format!("racer-{}", n % 7),
+                        T0 + n as i64,
+                    )
+                };
+                let r = client
+                    .record_survey(proto::RecordSurveyRequest { survey: Some(s) })
+                    .await
+                    .expect("record")
+                    .into_inner();
+                answers.push((n, r.sequence, r.duplicate));
+            }
+            answers
+        }));
+    }
+    let mut sequence_of: HashMap<usize, u64> = HashMap::new();
+    let mut accepted = HashMap::<usize, usize>::new();
+    for task in tasks {
+        for (n, sequence, duplicate) in task.await.expect("caller task") {
+            let first = *sequence_of.entry(n).or_insert(sequence);
+            assert_eq!(sequence, first, "event {n} answered with two sequences");
+            if !duplicate {
+                *accepted.entry(n).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(accepted.len(), EVENTS, "every event accepted once");
+    assert!(accepted.values().all(|&count| count == 1), "{accepted:?}");
+    let sequences: HashSet<u64> = sequence_of.values().copied().collect();
+    assert_eq!(sequences, (1..=EVENTS as u64).collect::<HashSet<_>>());
+    let all = server.scope("all", T0 + DAY).await;
+    assert_eq!(all.response_count, EVENTS as u64);
+    assert_eq!(all.customer_count, 7);
     server.stop().await;
 }
 

@@ -5,6 +5,7 @@
 //! makes it durable and only then answers the callers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,10 +41,13 @@ pub(super) struct Writer {
     customers: CustomerCache,
     stages: Option<SyncSender<Stage>>,
     committer: Option<JoinHandle<()>>,
+    /// Set while the commit thread holds a commit.
+    committing: Arc<AtomicBool>,
 }
 
 impl Writer {
     pub(super) fn new(
+        wake: mpsc::WeakSender<Command>,
         store: Store,
         params: Params,
         options: EngineOptions,
@@ -56,7 +60,10 @@ impl Writer {
         metrics.entities(counts.customers, counts.scopes);
         let failure = Arc::new(Failure::default());
         let (stages, received) = Committer::channel();
+        let committing = Arc::new(AtomicBool::new(false));
         let committer = Committer {
+            committing: committing.clone(),
+            wake,
             store: store.clone(),
             feed,
             dimensions: dimensions.clone(),
@@ -80,32 +87,14 @@ impl Writer {
             counts,
             stages: Some(stages),
             committer: Some(committer),
+            committing,
         })
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut stopping = false;
         while let Some(first) = rx.blocking_recv() {
-            let mut commands = Vec::new();
-            let mut events = 0;
-            let mut next = Some(first);
-            while let Some(command) = next {
-                if matches!(command, Command::Stop) {
-                    // No new sends from now on; what is buffered still
-                    // arrives through try_recv/blocking_recv below.
-                    rx.close();
-                    stopping = true;
-                } else {
-                    events += command.events();
-                    commands.push(command);
-                }
-                next = if events < self.options.max_batch_events {
-                    rx.try_recv().ok()
-                } else {
-                    None
-                };
-            }
-            self.process(commands);
+            self.build_commit(first, &mut rx, &mut stopping);
         }
         // Closing the pipeline lets the commit thread finish what is in
         // flight and stop.
@@ -121,102 +110,103 @@ impl Writer {
         }
     }
 
-    /// Waits until every commit handed over so far is durable (or failed):
-    /// range scans read committed state only.
-    fn drain(&self) {
-        let (done, wait) = std::sync::mpsc::channel();
-        if let Some(stages) = &self.stages {
-            if stages.send(Stage::Drain(done)).is_ok() {
-                let _ = wait.recv();
-            }
-        }
-    }
-
-    fn process(&mut self, commands: Vec<Command>) {
-        if commands.is_empty() {
-            return;
-        }
-        if commands.iter().any(|c| matches!(c, Command::Tick)) {
-            self.drain();
-        }
+    /// Builds one group commit from `first` and what follows, and hands it
+    /// to the commit thread. Commands are applied as they arrive, and the
+    /// commit stays open while the commit thread is still busy with the
+    /// previous one (up to `max_batch_events`): building overlaps writing,
+    /// and whatever arrives meanwhile shares the next flush. Closed-loop
+    /// callers (unary) therefore commit together instead of trickling into
+    /// many small commits.
+    fn build_commit(
+        &mut self,
+        first: Command,
+        rx: &mut mpsc::Receiver<Command>,
+        stopping: &mut bool,
+    ) {
         if let Some(reason) = self.failure.reason() {
-            fail_all(commands, reason);
+            fail_all(vec![first], reason);
             return;
         }
-        let batch_span = batch_span(&commands);
-        let entered = batch_span.enter();
-        let mut applied = 0;
-        let mut queued = Vec::new();
+        if matches!(first, Command::Idle) {
+            return;
+        }
         let dims = self.dimensions.snapshot();
-        let mut txn = Txn::new(
-            &self.store,
-            &mut self.customers,
-            &self.histogram,
-            self.next_sequence,
-            Alerting::new(
+        let mut open = OpenCommit {
+            txn: Txn::new(
                 &self.store,
-                &self.options.alerts,
-                crate::api::now_millis(),
-                self.next_alert_sequence,
+                &mut self.customers,
+                &self.histogram,
+                self.next_sequence,
+                Alerting::new(
+                    &self.store,
+                    &self.options.alerts,
+                    crate::api::now_millis(),
+                    self.next_alert_sequence,
+                ),
+                &dims,
             ),
-            &dims,
-        );
-        let mut replies = Vec::with_capacity(commands.len());
-        let mut result = Ok(());
-        for command in commands {
-            match command {
-                Command::Ingest {
-                    events,
-                    reply,
-                    queued: at,
-                    ..
-                } => {
-                    applied += events.len();
-                    queued.push(at);
-                    let mut outcomes = Vec::with_capacity(events.len());
-                    for event in &events {
-                        match txn.apply(event, &self.params, &self.options) {
-                            Ok(outcome) => outcomes.push(outcome),
-                            Err(e) => {
-                                result = Err(e);
-                                break;
-                            }
-                        }
+            replies: Vec::new(),
+            queued: Vec::new(),
+            events: 0,
+            commands: 0,
+            span: None,
+            result: Ok(()),
+        };
+        let max_events = self.options.max_batch_events;
+        let mut next = Some(first);
+        loop {
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Stop => {
+                        // No new sends from now on; what is buffered still
+                        // arrives through try_recv/blocking_recv.
+                        rx.close();
+                        *stopping = true;
                     }
-                    replies.push(Reply::Ingest(reply, outcomes, events.len()));
-                }
-                Command::PutDimension { spec, reply } => {
-                    if let Err(e) = txn.batch.put_dimension(&spec) {
-                        result = Err(e.into());
+                    Command::Idle => {}
+                    Command::Tick => {
+                        // Ticks scan the store: every earlier commit must
+                        // be in it.
+                        drain(self.stages.as_ref());
+                        open.apply(Command::Tick, &self.params, &self.options);
                     }
-                    replies.push(Reply::Dimension(reply, spec));
+                    command => open.apply(command, &self.params, &self.options),
                 }
-                Command::Acknowledge {
-                    id,
-                    note,
-                    rebaseline,
-                    reply,
-                } => {
-                    let outcome = txn.alerting.acknowledge(id, note, rebaseline);
-                    if let Err(Error::Storage(_)) = &outcome {
-                        result = outcome.as_ref().map(|_| ()).map_err(|e| {
-                            Error::Unavailable(format!("reading alert {id} failed: {e}"))
-                        });
-                    }
-                    replies.push(Reply::Acknowledge(reply, outcome));
+                if open.events >= max_events || open.result.is_err() {
+                    break;
                 }
-                Command::Tick => {
-                    if let Err(e) = txn.tick() {
-                        result = Err(e);
-                    }
-                }
-                Command::Stop => {}
+                next = rx.try_recv().ok();
             }
-            if result.is_err() {
+            let keep_open = open.events < max_events
+                && open.result.is_ok()
+                && !*stopping
+                && self.committing.load(Ordering::Acquire);
+            if !keep_open {
                 break;
             }
+            // Woken by the next command, or by the commit thread's Idle.
+            match rx.blocking_recv() {
+                Some(command) => next = Some(command),
+                None => break,
+            }
         }
+        let OpenCommit {
+            txn,
+            replies,
+            queued,
+            events,
+            commands,
+            span,
+            result,
+        } = open;
+        if commands == 0 {
+            return;
+        }
+        let span = span.unwrap_or_else(tracing::Span::none);
+        span.record("events", events);
+        span.record("commands", commands);
         let staged = result.and_then(|()| {
+            let _entered = span.enter();
             let mut committed = txn.finish()?;
             let counts = EntityCounts {
                 customers: self.counts.customers + committed.new_customers,
@@ -248,17 +238,17 @@ impl Writer {
         if committed.batch.is_empty() && replies.is_empty() && committed.alerts.is_empty() {
             return;
         }
-        drop(entered);
         let commit = Commit {
             batch: self.store.stage(committed.batch),
             replies,
             alerts: committed.alerts,
-            events: applied,
+            events,
             queued,
             counts,
-            span: batch_span,
+            span,
         };
         if let Some(stages) = &self.stages {
+            self.committing.store(true, Ordering::Release);
             if let Err(unsent) = stages.send(Stage::Commit(Box::new(commit))) {
                 // The commit thread is gone (it panicked): refuse from now on.
                 let e = Error::Unavailable("the commit thread stopped".into());
@@ -271,38 +261,107 @@ impl Writer {
     }
 }
 
-/// The span of one group commit: a child of the first request it serves
-/// (`traceparent` and all), linked to the others. None for a batch of
-/// wall-clock ticks only.
-fn batch_span(commands: &[Command]) -> tracing::Span {
-    if commands
-        .iter()
-        .all(|c| matches!(c, Command::Tick | Command::Stop))
-    {
-        return tracing::Span::none();
+/// Waits until every commit handed over so far is durable (or failed):
+/// range scans read committed state only.
+fn drain(stages: Option<&SyncSender<Stage>>) {
+    let (done, wait) = std::sync::mpsc::channel();
+    if let Some(stages) = stages {
+        if stages.send(Stage::Drain(done)).is_ok() {
+            let _ = wait.recv();
+        }
     }
-    let mut parents = commands.iter().filter_map(|c| match c {
-        Command::Ingest { span, .. } => Some(span),
-        _ => None,
-    });
-    let events: usize = commands
-        .iter()
-        .map(|c| match c {
-            Command::Ingest { events, .. } => events.len(),
-            _ => 0,
-        })
-        .sum();
-    let parent = parents.next().and_then(tracing::Span::id);
-    let span = tracing::info_span!(
-        parent: parent,
-        "engine.batch",
-        events,
-        commands = commands.len()
-    );
-    for other in parents {
-        span.follows_from(other);
+}
+
+/// A group commit being built.
+struct OpenCommit<'a> {
+    txn: Txn<'a>,
+    replies: Vec<Reply>,
+    /// When each ingest command was queued (ack latency).
+    queued: Vec<std::time::Instant>,
+    events: usize,
+    commands: usize,
+    /// `engine.batch`: a child of the first request's span, linked to the
+    /// others. None while only ticks were applied.
+    span: Option<tracing::Span>,
+    /// A storage failure abandons the whole commit.
+    result: Result<()>,
+}
+
+impl OpenCommit<'_> {
+    fn apply(&mut self, command: Command, params: &Params, options: &EngineOptions) {
+        self.commands += 1;
+        if let Command::Ingest { span: request, .. } = &command {
+            match &self.span {
+                Some(span) => {
+                    span.follows_from(request);
+                }
+                None => {
+                    self.span = Some(tracing::info_span!(
+                        parent: request.id(),
+                        "engine.batch",
+                        events = tracing::field::Empty,
+                        commands = tracing::field::Empty
+                    ))
+                }
+            };
+        }
+        let span = self.span.clone().unwrap_or_else(tracing::Span::none);
+        let _entered = span.enter();
+        let txn = &mut self.txn;
+        match command {
+            Command::Ingest {
+                events,
+                reply,
+                queued,
+                ..
+            } => {
+                self.events += events.len();
+                self.queued.push(queued);
+                let mut outcomes = Vec::with_capacity(events.len());
+                for event in &events {
+                    match txn.apply(event, params, options) {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(e) => {
+                            self.result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                self.replies
+                    .push(Reply::Ingest(reply, outcomes, events.len()));
+            }
+            Command::PutDimension { spec, reply } => {
+                self.events += 1;
+                if let Err(e) = txn.batch.put_dimension(&spec) {
+                    self.result = Err(e.into());
+                }
+                self.replies.push(Reply::Dimension(reply, spec));
+            }
+            Command::Acknowledge {
+                id,
+                note,
+                rebaseline,
+                reply,
+            } => {
+                self.events += 1;
+                let outcome = txn.alerting.acknowledge(id, note, rebaseline);
+                if let Err(Error::Storage(_)) = &outcome {
+                    self.result = outcome
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| Error::Unavailable(format!("reading alert {id} failed: {e}")));
+                }
+                self.replies.push(Reply::Acknowledge(reply, outcome));
+            }
+            Command::Tick => {
+                self.events += 1;
+                if let Err(e) = txn.tick() {
+                    self.result = Err(e);
+                }
+            }
+            Command::Idle | Command::Stop => {}
+        }
     }
-    span
 }
 
 fn fail_all(commands: Vec<Command>, reason: &str) {
@@ -317,7 +376,7 @@ fn fail_all(commands: Vec<Command>, reason: &str) {
             Command::Acknowledge { reply, .. } => {
                 let _ = reply.send(Err(Error::Unavailable(reason.to_string())));
             }
-            Command::Tick | Command::Stop => {}
+            Command::Tick | Command::Idle | Command::Stop => {}
         }
     }
 }

@@ -6,6 +6,7 @@
 //! order the writer made them, and a duplicate of an event still in flight
 //! is answered only after that event is durable.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -106,6 +107,11 @@ impl Failure {
 
 /// The commit thread's side.
 pub(super) struct Committer {
+    /// Cleared when a commit is done; the writer may be holding a small
+    /// commit back until then, so it is also woken through `wake`.
+    pub committing: Arc<AtomicBool>,
+    /// The writer's command queue, weakly: it must not keep it open.
+    pub wake: tokio::sync::mpsc::WeakSender<super::Command>,
     pub store: Store,
     pub feed: Arc<AlertFeed>,
     pub dimensions: Dimensions,
@@ -136,10 +142,14 @@ impl Committer {
                 Stage::Commit(commit) => {
                     if let Some(reason) = &failed {
                         commit.replies.into_iter().for_each(|r| r.fail(reason));
-                        continue;
-                    }
-                    if let Err(e) = self.commit(*commit) {
+                    } else if let Err(e) = self.commit(*commit) {
                         failed = Some(self.failure.set(&e).to_string());
+                    }
+                    self.committing.store(false, Ordering::Release);
+                    // A full queue needs no wake-up: the writer has plenty
+                    // to build.
+                    if let Some(wake) = self.wake.upgrade() {
+                        let _ = wake.try_send(super::Command::Idle);
                     }
                 }
             }

@@ -73,16 +73,10 @@ enum Command {
     },
     /// Wall-clock work: overdue complaints, alert retention.
     Tick,
+    /// From the commit thread: it is free (wakes a writer that holds a
+    /// small commit back; see `Writer::run`).
+    Idle,
     Stop,
-}
-
-impl Command {
-    fn events(&self) -> usize {
-        match self {
-            Self::Ingest { events, .. } => events.len(),
-            Self::PutDimension { .. } | Self::Acknowledge { .. } | Self::Tick | Self::Stop => 1,
-        }
-    }
 }
 
 /// The configured dimensions, shared with validation.
@@ -137,6 +131,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let interval = std::time::Duration::from_millis(options.alerts.check_interval_ms);
         let writer = batch::Writer::new(
+            tx.downgrade(),
             store,
             params,
             options,
