@@ -9,7 +9,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 
+/// `mi_option_purge_delay` in mimalloc's `mimalloc.h` (the crate does not
+/// name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc returns freed memory to the OS after 10 ms by default. Each
+/// group commit allocates and frees megabytes (the event chunk, the journal
+/// entry), which the kernel then had to zero again on the next fault
+/// (`clear_page_erms`). A one-second delay measured ~15% more stream
+/// throughput for ~50 MiB more RSS (docs/PERFORMANCE.md). An explicit
+/// `MIMALLOC_PURGE_DELAY` still wins.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads it on purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1_000) };
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
