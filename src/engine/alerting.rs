@@ -3,9 +3,10 @@
 //! (FIRING / ACKNOWLEDGED / RESOLVED), and stages everything for the same
 //! atomic batch as the events that caused it. Only transitions are written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::rules::AlertSettings;
+use super::Map;
 use crate::domain::alert::{
     Alert, AlertKind, AlertSeverity, AlertState, ComplaintStage, GapKind, Subject,
 };
@@ -39,9 +40,9 @@ pub(super) struct Alerting<'a> {
     now: Millis,
     next_sequence: u64,
     /// Keyed by subject: the storage key is only built to load and store.
-    monitors: HashMap<Subject, Monitor>,
+    monitors: Map<Subject, Monitor>,
     /// Latest transition of alerts changed in this commit.
-    latest: HashMap<u64, Alert>,
+    latest: Map<u64, Alert>,
     /// New transitions, in sequence order.
     log: Vec<Alert>,
     overdue_new: Vec<(Millis, String)>,
@@ -62,8 +63,8 @@ impl<'a> Alerting<'a> {
             settings,
             now,
             next_sequence,
-            monitors: HashMap::new(),
-            latest: HashMap::new(),
+            monitors: Map::default(),
+            latest: Map::default(),
             log: Vec::new(),
             overdue_new: Vec::new(),
             overdue_done: Vec::new(),

@@ -4,7 +4,7 @@
 //! as one atomic batch and hands it to the commit thread (`commit`), which
 //! makes it durable and only then answers the callers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::alerting::Alerting;
 use super::cache::CustomerCache;
 use super::commit::{unavailable, Commit, Committer, Failure, Reply, Stage};
-use super::{AlertFeed, Command, Dimensions, EngineOptions, Outcome};
+use super::{AlertFeed, Command, Dimensions, EngineOptions, Map, Outcome, Set};
 use crate::domain::alert::{Alert, Subject};
 use crate::domain::{Body, DimensionSpec, Event, InteractionKind};
 use crate::error::{Error, Result};
@@ -315,10 +315,11 @@ impl OpenCommit<'_> {
                 queued,
                 ..
             } => {
-                self.events += events.len();
+                let count = events.len();
+                self.events += count;
                 self.queued.push(queued);
-                let mut outcomes = Vec::with_capacity(events.len());
-                for event in &events {
+                let mut outcomes = Vec::with_capacity(count);
+                for event in events {
                     match txn.apply(event, params, options) {
                         Ok(outcome) => outcomes.push(outcome),
                         Err(e) => {
@@ -327,8 +328,7 @@ impl OpenCommit<'_> {
                         }
                     }
                 }
-                self.replies
-                    .push(Reply::Ingest(reply, outcomes, events.len()));
+                self.replies.push(Reply::Ingest(reply, outcomes, count));
             }
             Command::PutDimension { spec, reply } => {
                 self.events += 1;
@@ -392,7 +392,7 @@ struct Committed {
     new_customers: u64,
     new_scopes: u64,
     /// The records it wrote, for the writer's cache.
-    customers: HashMap<String, CustomerRecord>,
+    customers: Map<String, CustomerRecord>,
 }
 
 /// The working set of one group commit.
@@ -408,11 +408,11 @@ struct Txn<'a> {
     /// `histogram.vip_threshold`, recomputed only after the histogram
     /// changed (it walks every bucket; the churn check needs it per event).
     vip_threshold: Option<Option<i64>>,
-    customers: HashMap<String, CustomerRecord>,
-    scopes: HashMap<String, Option<ScopeState>>,
-    attribute_values: HashMap<String, u64>,
-    new_attribute_values: HashSet<String>,
-    new_ids: HashMap<String, u64>,
+    customers: Map<String, CustomerRecord>,
+    scopes: Map<String, Option<ScopeState>>,
+    attribute_values: Map<String, u64>,
+    new_attribute_values: Set<String>,
+    new_ids: Map<String, u64>,
     new_customers: u64,
     new_scopes: u64,
     /// Accepted events, in sequence order from `first_sequence`.
@@ -439,11 +439,11 @@ impl<'a> Txn<'a> {
             histogram: histogram.clone(),
             histogram_changed: false,
             vip_threshold: None,
-            customers: HashMap::new(),
-            scopes: HashMap::new(),
-            attribute_values: HashMap::new(),
-            new_attribute_values: HashSet::new(),
-            new_ids: HashMap::new(),
+            customers: Map::default(),
+            scopes: Map::default(),
+            attribute_values: Map::default(),
+            new_attribute_values: Set::default(),
+            new_ids: Map::default(),
             new_customers: 0,
             new_scopes: 0,
             accepted: Vec::new(),
@@ -453,16 +453,11 @@ impl<'a> Txn<'a> {
 
     /// Applies one event. `Err` only for storage failures (the whole batch
     /// is then abandoned); refusals are `Ok(Outcome::Rejected)`.
-    fn apply(
-        &mut self,
-        event: &Event,
-        params: &Params,
-        options: &EngineOptions,
-    ) -> Result<Outcome> {
+    fn apply(&mut self, event: Event, params: &Params, options: &EngineOptions) -> Result<Outcome> {
         if let Some(seq) = self.sequence_of(&event.id)? {
             return Ok(Outcome::Duplicate(seq));
         }
-        if let Some(rejection) = self.check_attribute_cap(event, options)? {
+        if let Some(rejection) = self.check_attribute_cap(&event, options)? {
             return Ok(Outcome::Rejected(rejection));
         }
         for (key, value) in &event.attributes {
@@ -478,7 +473,7 @@ impl<'a> Txn<'a> {
 
         let record = self.customer(&event.customer)?;
         let old_bucket = record.state.value_bucket(params);
-        let updates = record.state.apply(event, params);
+        let updates = record.state.apply(&event, params);
         let new_bucket = record.state.value_bucket(params);
         if old_bucket != new_bucket {
             self.histogram.replace(old_bucket, new_bucket);
@@ -513,13 +508,13 @@ impl<'a> Txn<'a> {
                 self.scope(scope)?.apply(&update.op, params);
             }
         }
-        self.observe(event, &event_scopes, &updates, params)?;
+        self.observe(&event, &event_scopes, &updates, params)?;
 
         let seq = self.next_sequence;
         self.next_sequence += 1;
         self.batch.put_event_id(&event.id, seq)?;
-        self.accepted.push(event.clone());
         self.new_ids.insert(event.id.clone(), seq);
+        self.accepted.push(event);
         Ok(Outcome::Accepted(seq))
     }
 

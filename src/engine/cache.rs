@@ -4,19 +4,18 @@
 //! (committed or still in flight), because only the writer changes records
 //! and it puts every record it wrote back.
 
-use std::collections::HashMap;
-
+use super::Map;
 use crate::store::CustomerRecord;
 
 pub(super) struct CustomerCache {
-    records: HashMap<String, CustomerRecord>,
+    records: Map<String, CustomerRecord>,
     capacity: usize,
 }
 
 impl CustomerCache {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            records: HashMap::new(),
+            records: Map::default(),
             capacity,
         }
     }

@@ -51,6 +51,12 @@ pub struct EngineOptions {
     pub alerts: AlertSettings,
 }
 
+/// The engine's hash maps: keyed by ids and scope names on every event, where
+/// SipHash showed in profiles. foldhash's quality variant with a per-map
+/// random seed, because the keys come from callers.
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
+type Set<T> = std::collections::HashSet<T, foldhash::quality::RandomState>;
+
 enum Command {
     Ingest {
         events: Vec<Event>,

@@ -62,18 +62,22 @@ pub struct Store {
 /// of the staged batch that wrote it.
 #[derive(Default)]
 struct Staged {
-    writes: Mutex<HashMap<sled::IVec, (u64, Option<sled::IVec>)>>,
+    writes: Mutex<StagedWrites>,
     last_number: AtomicU64,
     /// Numbers of the journal entries still kept, oldest first.
     journal: Mutex<std::collections::VecDeque<u64>>,
 }
 
 impl Staged {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<sled::IVec, (u64, Option<sled::IVec>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StagedWrites> {
         // A poisoned map is still consistent: every insert is one call.
         self.writes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Looked up on every read of the writer: foldhash rather than SipHash
+/// (keys are ids from callers, hence the seeded quality variant).
+type StagedWrites = HashMap<sled::IVec, (u64, Option<sled::IVec>), foldhash::quality::RandomState>;
 
 /// A batch staged on a pipelined handle, waiting for [`Store::commit_staged`].
 pub struct StagedBatch {
