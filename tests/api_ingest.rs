@@ -817,39 +817,58 @@ async fn shutdown_ends_open_streams_after_their_acks() {
 // ---------------------------------------------------------------------------
 // Concurrency
 
+/// Runs `callers` concurrent unary callers, each on its own client, each
+/// sending `each` surveys built by `survey_for(caller, k)` one after the
+/// other. Returns every caller's answers, (sequence, duplicate), in order.
+async fn unary_callers(
+    server: &TestServer,
+    callers: usize,
+    each: usize,
+    survey_for: fn(usize, usize) -> Survey,
+) -> Vec<Vec<(u64, bool)>> {
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let mut client = server.ingest.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::with_capacity(each);
+            for k in 0..each {
+                let r = client
+                    .record_survey(proto::RecordSurveyRequest {
+                        survey: Some(survey_for(caller, k)),
+                    })
+                    .await
+                    .expect("record")
+                    .into_inner();
+                answers.push((r.sequence, r.duplicate));
+            }
+            answers
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.push(task.await.expect("caller task"));
+    }
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_unary_callers_get_distinct_sequences() {
     const CALLERS: usize = 32;
     const EACH: usize = 50;
     let server = TestServer::start().await;
-    let mut tasks = Vec::new();
-    for caller in 0..CALLERS {
-        let mut client = server.ingest.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut sequences = Vec::with_capacity(EACH);
-            for n in 0..EACH {
-                let s = Survey {
-                    csat: Some(4),
-                    ..survey(
-                        &format!("cc-{caller}-{n}"),
-                        &format!("caller-{caller}"),
-                        T0 + n as i64,
-                    )
-                };
-                let r = client
-                    .record_survey(proto::RecordSurveyRequest { survey: Some(s) })
-                    .await
-                    .expect("record")
-                    .into_inner();
-                assert!(!r.duplicate);
-                sequences.push(r.sequence);
-            }
-            sequences
-        }));
-    }
+    let answers = unary_callers(&server, CALLERS, EACH, |caller, n| Survey {
+        csat: Some(4),
+        ..survey(
+            &format!("cc-{caller}-{n}"),
+            &format!("caller-{caller}"),
+            T0 + n as i64,
+        )
+    })
+    .await;
     let mut all_sequences = HashSet::new();
-    for task in tasks {
-        let sequences = task.await.expect("caller task");
+    for answers in answers {
+        assert!(answers.iter().all(|&(_, duplicate)| !duplicate));
+        let sequences: Vec<u64> = answers.iter().map(|&(sequence, _)| sequence).collect();
         // One caller's events are sequential, so its sequences increase.
         assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
         all_sequences.extend(sequences);
@@ -871,37 +890,32 @@ async fn racing_copies_of_an_event_get_one_sequence_and_count_once() {
     const CALLERS: usize = 16;
     const EVENTS: usize = 200;
     let server = TestServer::start().await;
-    let mut tasks = Vec::new();
-    for caller in 0..CALLERS {
-        let mut client = server.ingest.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut answers = Vec::with_capacity(EVENTS);
-            // Half the callers walk the ids backwards, so copies of the same
-            // event meet in different commits.
-            for k in 0..EVENTS {
-                let n = if caller % 2 == 0 { k } else { EVENTS - 1 - k };
-                let s = Survey {
-                    csat: Some(5),
-                    ..survey(
-                        &format!("race-{n}"),
-                        &format!("racer-{}", n % 7),
-                        T0 + n as i64,
-                    )
-                };
-                let r = client
-                    .record_survey(proto::RecordSurveyRequest { survey: Some(s) })
-                    .await
-                    .expect("record")
-                    .into_inner();
-                answers.push((n, r.sequence, r.duplicate));
-            }
-            answers
-        }));
+    // Half the callers walk the ids backwards, so copies of the same event
+    // meet in different commits.
+    fn event(caller: usize, k: usize) -> usize {
+        if caller % 2 == 0 {
+            k
+        } else {
+            EVENTS - 1 - k
+        }
     }
+    let answers = unary_callers(&server, CALLERS, EVENTS, |caller, k| {
+        let n = event(caller, k);
+        Survey {
+            csat: Some(5),
+            ..survey(
+                &format!("race-{n}"),
+                &format!("racer-{}", n % 7),
+                T0 + n as i64,
+            )
+        }
+    })
+    .await;
     let mut sequence_of: HashMap<usize, u64> = HashMap::new();
     let mut accepted = HashMap::<usize, usize>::new();
-    for task in tasks {
-        for (n, sequence, duplicate) in task.await.expect("caller task") {
+    for (caller, answers) in answers.into_iter().enumerate() {
+        for (k, (sequence, duplicate)) in answers.into_iter().enumerate() {
+            let n = event(caller, k);
             let first = *sequence_of.entry(n).or_insert(sequence);
             assert_eq!(sequence, first, "event {n} answered with two sequences");
             if !duplicate {
