@@ -123,11 +123,17 @@ impl Writer {
         rx: &mut mpsc::Receiver<Command>,
         stopping: &mut bool,
     ) {
+        match first {
+            Command::Idle => return,
+            Command::Stop => {
+                rx.close();
+                *stopping = true;
+                return;
+            }
+            _ => {}
+        }
         if let Some(reason) = self.failure.reason() {
             fail_all(vec![first], reason);
-            return;
-        }
-        if matches!(first, Command::Idle) {
             return;
         }
         let dims = self.dimensions.snapshot();

@@ -95,15 +95,15 @@ impl Store {
     /// Opens (or creates) the data dir. sled locks the folder: a second
     /// process on the same dir fails here.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity)
             // The engine flushes after every group commit; no background
             // flusher competes with it (concurrent flushes can deadlock).
             .flush_every_ms(None)
             // Larger segments written less often: more space, fewer stalls.
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        let db = open_waiting_for_lock(&config)?;
         let tree = db.open_tree("gapwatch")?;
         let journal = db.open_tree("journal")?;
         let store = Self {
@@ -400,6 +400,30 @@ impl Store {
     }
 }
 
+/// How long [`Store::open`] waits for the folder's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] while its folder lock is held.
+/// A dropped `sled::Db` releases the lock only when its background threads
+/// have exited (sled #1289), so a reopen in the same process (a restart in
+/// tests) can briefly find it taken. A lock held by a live process is held
+/// far longer, so a second process on the dir still fails, a second later.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            // sled reports the flock failure as a message, not a kind.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// How many customers and scopes are stored, as of the event log's
 /// `next_sequence` (kept in meta for the gauges, so a start needs no scan).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -583,6 +607,22 @@ mod tests {
         let store = Store::open(dir.path(), &options()).unwrap();
         assert_eq!(customers_of(&store, "all"), Some(5));
         assert!(store.journal.is_empty());
+    }
+
+    #[test]
+    fn a_held_folder_is_refused_and_a_released_one_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path(), &options()).unwrap();
+        let refused = Store::open(dir.path(), &options()).err().expect("locked");
+        assert!(refused.to_string().contains("lock"), "{refused}");
+
+        // Released while the second open waits: it succeeds.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(first);
+        });
+        Store::open(dir.path(), &options()).expect("opened once released");
+        release.join().unwrap();
     }
 
     #[test]
