@@ -140,6 +140,9 @@ impl Committer {
                     let _ = done.send(());
                 }
                 Stage::Commit(commit) => {
+                    // Set again here: the writer may have handed this one
+                    // over while the previous one was finishing.
+                    self.committing.store(true, Ordering::Release);
                     if let Some(reason) = &failed {
                         commit.replies.into_iter().for_each(|r| r.fail(reason));
                     } else if let Err(e) = self.commit(*commit) {
