@@ -154,6 +154,7 @@ impl Writer {
             replies: Vec::new(),
             queued: Vec::new(),
             events: 0,
+            size: 0,
             commands: 0,
             span: None,
             result: Ok(()),
@@ -178,12 +179,12 @@ impl Writer {
                     }
                     command => open.apply(command, &self.params, &self.options),
                 }
-                if open.events >= max_events || open.result.is_err() {
+                if open.size >= max_events || open.result.is_err() {
                     break;
                 }
                 next = rx.try_recv().ok();
             }
-            let keep_open = open.events < max_events
+            let keep_open = open.size < max_events
                 && open.result.is_ok()
                 && !*stopping
                 && self.committing.load(Ordering::Acquire);
@@ -201,6 +202,7 @@ impl Writer {
             replies,
             queued,
             events,
+            size: _,
             commands,
             span,
             result,
@@ -284,7 +286,10 @@ struct OpenCommit<'a> {
     replies: Vec<Reply>,
     /// When each ingest command was queued (ack latency).
     queued: Vec<std::time::Instant>,
+    /// Events ingested (the span's and the metric's figure).
     events: usize,
+    /// Events plus one per other command: what `max_batch_events` bounds.
+    size: usize,
     commands: usize,
     /// `engine.batch`: a child of the first request's span, linked to the
     /// others. None while only ticks were applied.
@@ -323,6 +328,7 @@ impl OpenCommit<'_> {
             } => {
                 let count = events.len();
                 self.events += count;
+                self.size += count;
                 self.queued.push(queued);
                 let mut outcomes = Vec::with_capacity(count);
                 for event in events {
@@ -337,7 +343,7 @@ impl OpenCommit<'_> {
                 self.replies.push(Reply::Ingest(reply, outcomes, count));
             }
             Command::PutDimension { spec, reply } => {
-                self.events += 1;
+                self.size += 1;
                 if let Err(e) = txn.batch.put_dimension(&spec) {
                     self.result = Err(e.into());
                 }
@@ -349,7 +355,7 @@ impl OpenCommit<'_> {
                 rebaseline,
                 reply,
             } => {
-                self.events += 1;
+                self.size += 1;
                 let outcome = txn.alerting.acknowledge(id, note, rebaseline);
                 if let Err(Error::Storage(_)) = &outcome {
                     self.result = outcome
@@ -360,7 +366,7 @@ impl OpenCommit<'_> {
                 self.replies.push(Reply::Acknowledge(reply, outcome));
             }
             Command::Tick => {
-                self.events += 1;
+                self.size += 1;
                 if let Err(e) = txn.tick() {
                     self.result = Err(e);
                 }
