@@ -9,6 +9,7 @@ mod cache;
 mod commit;
 mod feed;
 pub mod rules;
+mod txn;
 
 pub use feed::AlertFeed;
 pub use rules::AlertSettings;
