@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::alerting::Alerting;
 use super::cache::CustomerCache;
-use super::commit::{unavailable, Commit, Committer, Failure, Reply, Stage};
+use super::commit::{Commit, Committer, Failure, Reply, Stage};
 use super::txn::Txn;
 use super::{AlertFeed, Command, Dimensions, EngineOptions};
 use crate::error::{Error, Result};
@@ -127,7 +127,7 @@ impl Writer {
             _ => {}
         }
         if let Some(reason) = self.failure.reason() {
-            fail_all(vec![first], reason);
+            refuse(first, reason);
             return;
         }
         let dims = self.dimensions.snapshot();
@@ -201,9 +201,6 @@ impl Writer {
             span,
             result,
         } = open;
-        if commands == 0 {
-            return;
-        }
         let span = span.unwrap_or_else(tracing::Span::none);
         span.record("events", events);
         span.record("commands", commands);
@@ -370,19 +367,16 @@ impl OpenCommit<'_> {
     }
 }
 
-fn fail_all(commands: Vec<Command>, reason: &str) {
-    for command in commands {
-        match command {
-            Command::Ingest { events, reply, .. } => {
-                let _ = reply.send(unavailable(events.len(), reason));
-            }
-            Command::PutDimension { reply, .. } => {
-                let _ = reply.send(Err(Error::Unavailable(reason.to_string())));
-            }
-            Command::Acknowledge { reply, .. } => {
-                let _ = reply.send(Err(Error::Unavailable(reason.to_string())));
-            }
-            Command::Tick | Command::Idle | Command::Stop => {}
+/// Answers a command that will not be applied: UNAVAILABLE, as for a
+/// failed commit.
+fn refuse(command: Command, reason: &str) {
+    let reply = match command {
+        Command::Ingest { events, reply, .. } => Reply::Ingest(reply, Vec::new(), events.len()),
+        Command::PutDimension { spec, reply } => Reply::Dimension(reply, spec),
+        Command::Acknowledge { reply, .. } => {
+            Reply::Acknowledge(reply, Err(Error::Unavailable(reason.to_string())))
         }
-    }
+        Command::Tick | Command::Idle | Command::Stop => return,
+    };
+    reply.fail(reason);
 }

@@ -8,7 +8,7 @@ use super::Map;
 use crate::store::CustomerRecord;
 
 pub(super) struct CustomerCache {
-    /// Boxed: a record is ~0.5 KB, and hashbrown now and then rehashes the
+    /// Boxed: a record is 408 bytes inline, and hashbrown now and then rehashes the
     /// whole table in place (taking and putting back leaves tombstones).
     /// With records inline, unary runs showed a ~140 ms writer stall that
     /// went away with the cache off; boxed (the table moves pointers), the

@@ -60,7 +60,7 @@ impl Reply {
     }
 }
 
-pub(super) fn unavailable(count: usize, reason: &str) -> Vec<Outcome> {
+fn unavailable(count: usize, reason: &str) -> Vec<Outcome> {
     (0..count)
         .map(|_| Outcome::Rejected(Error::Unavailable(reason.to_string())))
         .collect()

@@ -99,12 +99,14 @@ impl<'a> Txn<'a> {
         if let Some(seq) = self.sequence_of(&event.id)? {
             return Ok(Outcome::Duplicate(seq));
         }
-        if let Some(rejection) = self.check_attribute_cap(&event, options)? {
+        // `all`, then one scope per attribute, in attribute order.
+        let event_scopes = event.scopes();
+        let attribute_scopes = || event.attributes.iter().zip(&event_scopes[1..]);
+        if let Some(rejection) = self.check_attribute_cap(attribute_scopes(), options)? {
             return Ok(Outcome::Rejected(rejection));
         }
-        for (key, value) in &event.attributes {
-            let scope = crate::domain::scope_name(key, value);
-            if !self.scope_exists(&scope)? {
+        for ((key, _), scope) in attribute_scopes() {
+            if !self.scope_exists(scope)? {
                 *self
                     .attribute_values
                     .get_mut(key)
@@ -123,7 +125,6 @@ impl<'a> Txn<'a> {
             self.vip_threshold = None;
         }
 
-        let event_scopes = event.scopes();
         let new_scopes: Vec<String> = {
             let record = self
                 .customers
@@ -240,14 +241,13 @@ impl<'a> Txn<'a> {
 
     /// Refuses an event that would add a value to an attribute key already
     /// at its cap, before anything is changed.
-    fn check_attribute_cap(
+    fn check_attribute_cap<'e>(
         &mut self,
-        event: &Event,
+        attribute_scopes: impl Iterator<Item = (&'e (String, String), &'e String)>,
         options: &EngineOptions,
     ) -> Result<Option<Error>> {
-        for (key, value) in &event.attributes {
-            let scope = crate::domain::scope_name(key, value);
-            if self.scope_exists(&scope)? {
+        for ((key, _), scope) in attribute_scopes {
+            if self.scope_exists(scope)? {
                 continue;
             }
             let count = match self.attribute_values.get(key) {
