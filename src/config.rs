@@ -132,6 +132,9 @@ pub struct IngestConfig {
     /// Distinct values allowed per attribute key; past it events are
     /// refused with RESOURCE_EXHAUSTED.
     pub max_distinct_values_per_key: u64,
+    /// Ids of each customer's latest events kept for duplicate detection: a
+    /// repeat of one of them is a duplicate; an older one is not recognised.
+    pub remembered_ids_per_customer: usize,
     /// Most events the writer applies in one group commit.
     pub max_commit_events: usize,
     /// Requests queued for the writer before callers wait.
@@ -143,6 +146,7 @@ impl Default for IngestConfig {
         Self {
             max_batch_events: 10_000,
             max_distinct_values_per_key: 10_000,
+            remembered_ids_per_customer: 1_000,
             max_commit_events: 8_192,
             queue_capacity: 1_024,
         }
@@ -199,9 +203,14 @@ impl Config {
         self.scoring.validate().map_err(anyhow::Error::msg)?;
         self.alerts.validate().map_err(anyhow::Error::msg)?;
         let i = &self.ingest;
-        if i.max_batch_events == 0 || i.max_commit_events == 0 || i.queue_capacity == 0 {
+        if i.max_batch_events == 0
+            || i.max_commit_events == 0
+            || i.queue_capacity == 0
+            || i.remembered_ids_per_customer == 0
+        {
             anyhow::bail!(
-                "ingest.max_batch_events, max_commit_events and queue_capacity must be positive"
+                "ingest.max_batch_events, max_commit_events, queue_capacity and \
+                 remembered_ids_per_customer must be positive"
             );
         }
         let srv = &self.server;
@@ -242,6 +251,7 @@ impl Config {
             max_batch_events: self.ingest.max_commit_events,
             queue_capacity: self.ingest.queue_capacity,
             max_distinct_values_per_key: self.ingest.max_distinct_values_per_key,
+            remembered_ids_per_customer: self.ingest.remembered_ids_per_customer,
             cached_customers: self.storage.cached_customers,
             alerts: self.alerts.clone(),
         }

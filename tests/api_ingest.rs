@@ -700,21 +700,16 @@ async fn batch_reports_one_result_per_event_in_order() {
 async fn stream_acks_every_event_in_order() {
     const N: usize = 2_000;
     let server = TestServer::start().await;
-    // i % 10 == 7: invalid (csat 9); i % 10 == 3 (i >= 10): resends the id
-    // of event i - 3 (a valid one); the rest: valid, unique.
-    let id = |i: usize| {
-        if i % 10 == 3 && i >= 10 {
-            format!("st-{}", i - 3)
-        } else {
-            format!("st-{i}")
-        }
-    };
+    // i % 10 == 7: invalid (csat 9); i % 10 == 3 (i >= 10): resends event
+    // i - 3 (a valid one: same id, same customer); the rest: valid, unique.
+    let original = |i: usize| if i % 10 == 3 && i >= 10 { i - 3 } else { i };
+    let id = |i: usize| format!("st-{}", original(i));
     let requests: Vec<proto::StreamEventsRequest> = (0..N)
         .map(|i| {
             let csat_value = if i % 10 == 7 { 9 } else { (i % 5) as i32 + 1 };
             let s = Survey {
                 csat: Some(csat_value),
-                ..survey(&id(i), &format!("c{}", i % 40), T0 + i as i64)
+                ..survey(&id(i), &format!("c{}", original(i) % 40), T0 + i as i64)
             };
             proto::StreamEventsRequest {
                 event: Some(survey_event(s)),

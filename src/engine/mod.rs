@@ -46,6 +46,8 @@ pub struct EngineOptions {
     pub queue_capacity: usize,
     /// Distinct values allowed per attribute key.
     pub max_distinct_values_per_key: u64,
+    /// Event ids remembered per customer for duplicate detection.
+    pub remembered_ids_per_customer: usize,
     /// Customer records the writer keeps decoded in memory.
     pub cached_customers: usize,
     /// Detectors, thresholds, retention, feed limits.
@@ -260,3 +262,6 @@ impl PendingOutcomes {
 fn stopped() -> Error {
     Error::Unavailable("the engine is stopped (shutting down or storage failed)".into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ use crate::domain::alert::{Alert, Subject};
 use crate::domain::{Body, DimensionSpec, Event, InteractionKind};
 use crate::error::{Error, Result};
 use crate::scoring::{Params, ScopeState, Target, ValueHistogram};
-use crate::store::{CustomerRecord, Store, WriteBatch};
+use crate::store::{CustomerRecord, RecentIds, Store, WriteBatch};
 
 /// Overdue checks and retention deletions per tick, so a backlog never
 /// makes one commit huge.
@@ -46,10 +46,12 @@ pub(super) struct Txn<'a> {
     /// changed (it walks every bucket; the churn check needs it per event).
     vip_threshold: Option<Option<i64>>,
     customers: Map<String, CustomerRecord>,
+    /// Customers looked up and not found (no second read when their first
+    /// event is then accepted).
+    unknown_customers: Set<String>,
     scopes: Map<String, Option<ScopeState>>,
     attribute_values: Map<String, u64>,
     new_attribute_values: Set<String>,
-    new_ids: Map<String, u64>,
     new_customers: u64,
     new_scopes: u64,
     /// Accepted events, in sequence order from `first_sequence`.
@@ -77,10 +79,10 @@ impl<'a> Txn<'a> {
             histogram_changed: false,
             vip_threshold: None,
             customers: Map::default(),
+            unknown_customers: Set::default(),
             scopes: Map::default(),
             attribute_values: Map::default(),
             new_attribute_values: Set::default(),
-            new_ids: Map::default(),
             new_customers: 0,
             new_scopes: 0,
             accepted: Vec::new(),
@@ -96,7 +98,8 @@ impl<'a> Txn<'a> {
         params: &Params,
         options: &EngineOptions,
     ) -> Result<Outcome> {
-        if let Some(seq) = self.sequence_of(&event.id)? {
+        let digest = RecentIds::digest(&event.id);
+        if let Some(seq) = self.sequence_of(&event, &digest)? {
             return Ok(Outcome::Duplicate(seq));
         }
         // `all`, then one scope per attribute, in attribute order.
@@ -155,8 +158,11 @@ impl<'a> Txn<'a> {
 
         let seq = self.next_sequence;
         self.next_sequence += 1;
-        self.batch.put_event_id(&event.id, seq)?;
-        self.new_ids.insert(event.id.clone(), seq);
+        self.customers
+            .get_mut(&event.customer)
+            .expect("loaded above")
+            .ids
+            .remember(digest, seq, options.remembered_ids_per_customer);
         self.accepted.push(event);
         Ok(Outcome::Accepted(seq))
     }
@@ -232,11 +238,16 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    fn sequence_of(&self, id: &str) -> Result<Option<u64>> {
-        match self.new_ids.get(id) {
-            Some(seq) => Ok(Some(*seq)),
-            None => Ok(self.store.event_sequence(id)?),
+    /// The sequence an event's id was accepted under, if it is remembered:
+    /// among its customer's latest ids (see `RecentIds`), or in the id index
+    /// of a dir written by earlier builds.
+    fn sequence_of(&mut self, event: &Event, digest: &[u8; 8]) -> Result<Option<u64>> {
+        if let Some(record) = self.known_customer(&event.customer)? {
+            if let Some(seq) = record.ids.sequence_of(digest) {
+                return Ok(Some(seq));
+            }
         }
+        Ok(self.store.legacy_event_sequence(&event.id)?)
     }
 
     /// Refuses an event that would add a value to an attribute key already
@@ -293,20 +304,34 @@ impl<'a> Txn<'a> {
         Ok(slot.get_or_insert_with(ScopeState::default))
     }
 
-    fn customer(&mut self, id: &str) -> Result<&mut CustomerRecord> {
-        if !self.customers.contains_key(id) {
+    /// The customer's record, loaded into the working set, or `None` for a
+    /// customer not stored yet.
+    fn known_customer(&mut self, id: &str) -> Result<Option<&CustomerRecord>> {
+        if !self.customers.contains_key(id) && !self.unknown_customers.contains(id) {
             let known = match self.cache.take(id) {
                 Some(record) => Some(record),
                 None => self.store.customer_record(id)?,
             };
-            let record = match known {
-                Some(record) => record,
-                None => {
-                    self.new_customers += 1;
-                    CustomerRecord::default()
+            match known {
+                Some(record) => {
+                    self.customers.insert(id.to_string(), record);
                 }
-            };
-            self.customers.insert(id.to_string(), record);
+                None => {
+                    self.unknown_customers.insert(id.to_string());
+                }
+            }
+        }
+        Ok(self.customers.get(id))
+    }
+
+    /// The customer's record in the working set; a new customer's is
+    /// created.
+    fn customer(&mut self, id: &str) -> Result<&mut CustomerRecord> {
+        if self.known_customer(id)?.is_none() {
+            self.unknown_customers.remove(id);
+            self.new_customers += 1;
+            self.customers
+                .insert(id.to_string(), CustomerRecord::default());
         }
         Ok(self.customers.get_mut(id).expect("inserted above"))
     }

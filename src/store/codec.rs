@@ -16,9 +16,21 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match decode_prefix(bytes)? {
+        (value, []) => Ok(value),
+        (_, rest) => Err(StoreError::Codec(format!(
+            "{} bytes after the value",
+            rest.len()
+        ))),
+    }
+}
+
+/// Decodes a value at the start of `bytes`; returns it and what follows
+/// (a value extended after its codec part, as customer records are).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), StoreError> {
     match bytes.split_first() {
         Some((&SCHEMA_VERSION, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| StoreError::Codec(e.to_string()))
+            postcard::take_from_bytes(rest).map_err(|e| StoreError::Codec(e.to_string()))
         }
         Some((&found, _)) => Err(StoreError::Schema { found }),
         None => Err(StoreError::Codec("empty value".into())),

@@ -1,12 +1,12 @@
-//! Key layout. Everything lives in one sled tree so that a group commit is a
-//! single atomic `apply_batch`: events, their effects on state and the
-//! idempotency index land together or not at all.
+//! Key layout. Everything lives in one sled tree; a group commit (one
+//! journal entry, see `journal`) writes the events, their effects on state
+//! and the customers' recent ids together or not at all.
 //!
 //! | prefix | key                         | value                 |
 //! |--------|-----------------------------|-----------------------|
 //! | `e`    | first sequence (u64 BE)     | `Vec<Event>`: the events of one commit |
-//! | `i`    | event id                    | sequence (u64 BE)     |
-//! | `c`    | customer id                 | `CustomerRecord`      |
+//! | `i`    | event id                    | sequence: written by earlier builds only (see below) |
+//! | `c`    | customer id                 | `CustomerRecord`, then its recent event ids |
 //! | `s`    | scope (`all`, `key=value`)  | `ScopeState`          |
 //! | `k`    | attribute key               | distinct values (u64) |
 //! | `d`    | dimension name              | `DimensionSpec`       |
@@ -21,7 +21,9 @@
 //! writes (see `journal`).
 //!
 //! `m` (scope NUL customer: membership) was written by earlier builds
-//! before records listed their scopes; such keys are never read.
+//! before records listed their scopes; such keys are never read. `i` was
+//! the global idempotency index before customer records kept their recent
+//! ids; it is read (never written) in dirs that have it.
 
 pub const EVENT: u8 = b'e';
 pub const EVENT_ID: u8 = b'i';

@@ -1,0 +1,128 @@
+//! The engine against a real store, without gRPC: duplicate detection.
+
+use super::{Engine, EngineHandle, Outcome};
+use crate::config::Config;
+use crate::domain::{Body, Event, Survey};
+use crate::scoring::Params;
+use crate::store::{Store, WriteBatch};
+
+fn survey(id: &str, customer: &str, csat: u8) -> Event {
+    Event {
+        id: id.into(),
+        customer: customer.into(),
+        at: 1_700_000_000_000,
+        attributes: Vec::new(),
+        body: Body::Survey(Survey {
+            csat: Some(csat),
+            nps: None,
+            ces: None,
+            repurchase: None,
+            ratings: Vec::new(),
+        }),
+    }
+}
+
+fn start(store: Store, config: &Config) -> Engine {
+    let meter = opentelemetry::global::meter("engine-tests");
+    let metrics = crate::telemetry::Metrics::new(&meter);
+    Engine::start(
+        store,
+        config.scoring.clone(),
+        config.engine_options(),
+        metrics,
+    )
+    .expect("engine")
+}
+
+/// Ingests one event: ("accepted" | "duplicate", its sequence).
+async fn one(engine: &EngineHandle, event: Event) -> (&'static str, u64) {
+    let outcomes = engine.ingest(vec![event]).await.expect("ingest");
+    match outcomes.as_slice() {
+        [Outcome::Accepted(seq)] => ("accepted", *seq),
+        [Outcome::Duplicate(seq)] => ("duplicate", *seq),
+        other => panic!("unexpected outcomes {other:?}"),
+    }
+}
+
+fn surveys(store: &Store, customer: &str) -> u64 {
+    let state = store.customer(customer).unwrap().expect("stored");
+    state.report(0, &Params::default(), None).survey_count
+}
+
+fn config(remembered: usize) -> Config {
+    let mut config = Config::default();
+    config.ingest.remembered_ids_per_customer = remembered;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_is_a_duplicate_among_its_customers_latest_events_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &config(3).store_options()).unwrap();
+    let engine = start(store.clone(), &config(3));
+    let handle = engine.handle();
+
+    assert_eq!(
+        one(&handle, survey("e-1", "alice", 5)).await,
+        ("accepted", 1)
+    );
+    // Another customer's event under the same id is another event.
+    assert_eq!(one(&handle, survey("e-1", "bob", 4)).await, ("accepted", 2));
+    assert_eq!(
+        one(&handle, survey("e-1", "alice", 1)).await,
+        ("duplicate", 1)
+    );
+    assert_eq!(
+        one(&handle, survey("e-1", "bob", 1)).await,
+        ("duplicate", 2)
+    );
+    // Three ids are remembered per customer: after e-2..e-4, e-1 is not.
+    for (n, id) in ["e-2", "e-3", "e-4"].into_iter().enumerate() {
+        let seq = 3 + n as u64;
+        assert_eq!(
+            one(&handle, survey(id, "alice", 3)).await,
+            ("accepted", seq)
+        );
+    }
+    assert_eq!(
+        one(&handle, survey("e-2", "alice", 1)).await,
+        ("duplicate", 3)
+    );
+    assert_eq!(
+        one(&handle, survey("e-1", "alice", 1)).await,
+        ("accepted", 6)
+    );
+    engine.shutdown().await;
+
+    assert_eq!(surveys(&store, "alice"), 5);
+    assert_eq!(surveys(&store, "bob"), 1);
+    // The ids survive a restart with the record.
+    let record = store.customer_record("alice").unwrap().unwrap();
+    assert_eq!(record.ids.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_accepted_by_earlier_builds_are_still_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000);
+    {
+        // What an earlier build left: an id index entry per event.
+        let store = Store::open(dir.path(), &config.store_options()).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_events(1, &[survey("old-1", "alice", 5)]).unwrap();
+        batch.put_legacy_event_id("old-1", 1).unwrap();
+        store.commit(batch).unwrap();
+    }
+    let store = Store::open(dir.path(), &config.store_options()).unwrap();
+    let engine = start(store, &config);
+    let handle = engine.handle();
+    assert_eq!(
+        one(&handle, survey("old-1", "alice", 5)).await,
+        ("duplicate", 1)
+    );
+    assert_eq!(
+        one(&handle, survey("new-1", "alice", 5)).await,
+        ("accepted", 2)
+    );
+    engine.shutdown().await;
+}
