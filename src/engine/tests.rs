@@ -126,3 +126,47 @@ async fn ids_accepted_by_earlier_builds_are_still_duplicates() {
     );
     engine.shutdown().await;
 }
+
+/// With no cache at all, records still in flight must be read from the
+/// cache (the store encodes them only when it commits): commits submitted
+/// back to back all change one customer, and none of their changes or ids
+/// may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_commits_see_each_others_records_without_a_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(1_000);
+    config.storage.cached_customers = 0;
+    // One submitted batch per commit, so that commits follow each other.
+    config.ingest.max_commit_events = 21;
+    let store = Store::open(dir.path(), &config.store_options()).unwrap();
+    let engine = start(store.clone(), &config);
+    let handle = engine.handle();
+
+    let mut pending = Vec::new();
+    for batch in 0..50 {
+        let mut events: Vec<Event> = (0..20)
+            .map(|i| survey(&format!("e-{batch}-{i}"), "hot", 4))
+            .collect();
+        if batch > 0 {
+            // A resend of the previous batch's first event.
+            events.push(survey(&format!("e-{}-0", batch - 1), "hot", 1));
+        }
+        pending.push(handle.submit(events).await.expect("submit"));
+    }
+    let mut accepted = 0;
+    for (batch, outcomes) in pending.into_iter().enumerate() {
+        for outcome in outcomes.wait().await.expect("outcomes") {
+            match outcome {
+                Outcome::Accepted(_) => accepted += 1,
+                // e-(b-1)-0 was accepted at sequence 20·(b-1) + 1.
+                Outcome::Duplicate(seq) => assert_eq!(seq, 20 * (batch as u64 - 1) + 1),
+                Outcome::Rejected(e) => panic!("rejected: {e}"),
+            }
+        }
+    }
+    assert_eq!(accepted, 1_000);
+    engine.shutdown().await;
+    assert_eq!(surveys(&store, "hot"), 1_000);
+    let record = store.customer_record("hot").unwrap().unwrap();
+    assert_eq!(record.ids.len(), 1_000);
+}

@@ -4,6 +4,7 @@
 //! everything into one batch.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::alerting::Alerting;
 use super::cache::CustomerCache;
@@ -28,8 +29,9 @@ pub(super) struct Committed {
     /// Customers and scopes this commit creates.
     pub(super) new_customers: u64,
     pub(super) new_scopes: u64,
-    /// The records it wrote, for the writer's cache.
-    pub(super) customers: Map<String, CustomerRecord>,
+    /// The records it wrote, for the writer's cache (which must hold them
+    /// until they are written: see `cache`).
+    pub(super) customers: Map<String, Arc<CustomerRecord>>,
 }
 
 /// The working set of one group commit.
@@ -45,7 +47,9 @@ pub(super) struct Txn<'a> {
     /// `histogram.vip_threshold`, recomputed only after the histogram
     /// changed (it walks every bucket; the churn check needs it per event).
     vip_threshold: Option<Option<i64>>,
-    customers: Map<String, CustomerRecord>,
+    /// Shared with the commit that last wrote a record until it is
+    /// written; changed through `Arc::make_mut` (see `customer_mut`).
+    customers: Map<String, Arc<CustomerRecord>>,
     /// Customers looked up and not found (no second read when their first
     /// event is then accepted).
     unknown_customers: Set<String>,
@@ -129,10 +133,11 @@ impl<'a> Txn<'a> {
         }
 
         let new_scopes: Vec<String> = {
-            let record = self
-                .customers
-                .get_mut(&event.customer)
-                .expect("loaded above");
+            let record = Arc::make_mut(
+                self.customers
+                    .get_mut(&event.customer)
+                    .expect("loaded above"),
+            );
             let mut added = Vec::new();
             for scope in &event_scopes {
                 if let Err(at) = record.scopes.binary_search(scope) {
@@ -158,11 +163,13 @@ impl<'a> Txn<'a> {
 
         let seq = self.next_sequence;
         self.next_sequence += 1;
-        self.customers
-            .get_mut(&event.customer)
-            .expect("loaded above")
-            .ids
-            .remember(digest, seq, options.remembered_ids_per_customer);
+        Arc::make_mut(
+            self.customers
+                .get_mut(&event.customer)
+                .expect("loaded above"),
+        )
+        .ids
+        .remember(digest, seq, options.remembered_ids_per_customer);
         self.accepted.push(event);
         Ok(Outcome::Accepted(seq))
     }
@@ -190,10 +197,11 @@ impl<'a> Txn<'a> {
         let vip_threshold = *self
             .vip_threshold
             .get_or_insert_with(|| histogram.vip_threshold(params));
-        let record = self
-            .customers
-            .get_mut(&event.customer)
-            .expect("loaded by apply");
+        let record = Arc::make_mut(
+            self.customers
+                .get_mut(&event.customer)
+                .expect("loaded by apply"),
+        );
         let customer = &record.state;
         let as_of = customer.last_event_at().unwrap_or(event.at);
         let report = customer.report(as_of, params, vip_threshold);
@@ -310,7 +318,7 @@ impl<'a> Txn<'a> {
         if !self.customers.contains_key(id) && !self.unknown_customers.contains(id) {
             let known = match self.cache.take(id) {
                 Some(record) => Some(record),
-                None => self.store.customer_record(id)?,
+                None => self.store.customer_record(id)?.map(Arc::new),
             };
             match known {
                 Some(record) => {
@@ -321,7 +329,7 @@ impl<'a> Txn<'a> {
                 }
             }
         }
-        Ok(self.customers.get(id))
+        Ok(self.customers.get(id).map(|record| &**record))
     }
 
     /// The customer's record in the working set; a new customer's is
@@ -330,17 +338,19 @@ impl<'a> Txn<'a> {
         if self.known_customer(id)?.is_none() {
             self.unknown_customers.remove(id);
             self.new_customers += 1;
-            self.customers
-                .insert(id.to_string(), CustomerRecord::default());
+            self.customers.insert(id.to_string(), Arc::default());
         }
-        Ok(self.customers.get_mut(id).expect("inserted above"))
+        // A copy only if the commit before still holds the record.
+        Ok(Arc::make_mut(
+            self.customers.get_mut(id).expect("inserted above"),
+        ))
     }
 
     /// Writes the working set into the batch.
     pub(super) fn finish(mut self) -> Result<Committed> {
         self.batch.put_events(self.first_sequence, &self.accepted)?;
         for (id, record) in &self.customers {
-            self.batch.put_customer(id, record)?;
+            self.batch.put_customer(id, Arc::clone(record));
         }
         for (name, state) in &self.scopes {
             if let Some(state) = state {

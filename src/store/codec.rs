@@ -15,6 +15,16 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(&(SCHEMA_VERSION, value)).map_err(|e| StoreError::Codec(e.to_string()))
 }
 
+/// [`encode`] into `buf` (cleared first): a buffer reused across values
+/// stops growing once it has held the largest, where a fresh `Vec` is
+/// reallocated and copied several times per value.
+pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    buf.clear();
+    *buf = postcard::to_extend(&(SCHEMA_VERSION, value), std::mem::take(buf))
+        .map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(())
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match decode_prefix(bytes)? {
         (value, []) => Ok(value),

@@ -89,11 +89,24 @@ type StagedWrites = HashMap<sled::IVec, (u64, Option<sled::IVec>), foldhash::qua
 pub struct StagedBatch {
     number: u64,
     writes: Vec<(sled::IVec, Option<sled::IVec>)>,
+    /// Customer records, encoded by [`Store::commit_staged`] and then
+    /// appended to `writes`.
+    records: Vec<(sled::IVec, Arc<CustomerRecord>)>,
+    /// How many of `writes` are in the stage (those before the records).
+    staged_writes: usize,
 }
 
 impl StagedBatch {
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.records.is_empty()
+    }
+
+    /// Appends the encoded records to the writes (once).
+    fn encode_records(&mut self) -> Result<()> {
+        if self.writes.len() == self.staged_writes {
+            encode_records(&self.records, &mut self.writes, &mut Vec::new())?;
+        }
+        Ok(())
     }
 }
 
@@ -305,8 +318,10 @@ impl Store {
 
     /// Applies a batch atomically, then flushes: when this returns Ok, every
     /// write of the batch survives `kill -9`.
-    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
-        self.apply_and_flush(&batch.writes)
+    pub fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+        let mut writes = std::mem::take(&mut batch.writes);
+        encode_records(&batch.records, &mut writes, &mut batch.scratch)?;
+        self.apply_and_flush(&writes)
     }
 
     fn apply_and_flush(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
@@ -327,6 +342,11 @@ impl Store {
     /// becomes durable (and visible to every handle) in
     /// [`Store::commit_staged`], which must see staged batches in order.
     ///
+    /// Customer records are the exception: they are encoded later, on the
+    /// committing thread, and reads see them only once committed. The
+    /// engine never reads a record it has in flight: its cache holds each
+    /// one until `commit_staged` has written it and dropped its `Arc`.
+    ///
     /// # Panics
     /// On a handle that is not [`Store::pipelined`].
     pub fn stage(&self, batch: WriteBatch) -> StagedBatch {
@@ -338,7 +358,9 @@ impl Store {
         }
         StagedBatch {
             number,
+            staged_writes: batch.writes.len(),
             writes: batch.writes,
+            records: batch.records,
         }
     }
 
@@ -351,19 +373,28 @@ impl Store {
     ///
     /// # Panics
     /// On a handle that is not [`Store::pipelined`].
-    pub fn commit_staged(&self, batch: StagedBatch) -> Result<()> {
-        self.journal_and_flush(&batch)?;
-        self.apply_staged(batch)
+    pub fn commit_staged(&self, mut batch: StagedBatch) -> Result<()> {
+        batch.encode_records()?;
+        self.journal_and_flush(batch.number, &batch.writes)?;
+        self.apply_staged(&batch.writes)?;
+        self.unstage(batch.number, &batch.writes[..batch.staged_writes]);
+        // Only now may the engine's cache let go of the records.
+        drop(batch);
+        Ok(())
     }
 
     /// The durable half of [`Store::commit_staged`].
-    fn journal_and_flush(&self, batch: &StagedBatch) -> Result<()> {
+    fn journal_and_flush(
+        &self,
+        number: u64,
+        writes: &[(sled::IVec, Option<sled::IVec>)],
+    ) -> Result<()> {
         let staged = self.staged.as_ref().expect("commit on a pipelined handle");
-        let entry = keys::numbered(keys::JOURNAL, batch.number);
-        self.journal.insert(entry, journal::encode(&batch.writes))?;
+        let entry = keys::numbered(keys::JOURNAL, number);
+        self.journal.insert(entry, journal::encode(writes))?;
         {
             let mut kept = staged.journal.lock().unwrap_or_else(|e| e.into_inner());
-            kept.push_back(batch.number);
+            kept.push_back(number);
             while kept.len() > journal::KEPT {
                 let old = kept.pop_front().expect("longer than KEPT");
                 self.journal.remove(keys::numbered(keys::JOURNAL, old))?;
@@ -374,23 +405,27 @@ impl Store {
     }
 
     /// Applies a journaled batch key by key (no global lock: see
-    /// `journal`), then stops reading its writes from the stage.
-    fn apply_staged(&self, batch: StagedBatch) -> Result<()> {
-        for (key, value) in &batch.writes {
+    /// `journal`).
+    fn apply_staged(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
+        for (key, value) in writes {
             match value {
                 Some(value) => self.tree.insert(key, value.clone())?,
                 None => self.tree.remove(key)?,
             };
         }
+        Ok(())
+    }
+
+    /// Stops reading a committed batch's writes from the stage.
+    fn unstage(&self, number: u64, writes: &[(sled::IVec, Option<sled::IVec>)]) {
         let staged = self.staged.as_ref().expect("commit on a pipelined handle");
         let mut map = staged.lock();
-        for (key, _) in &batch.writes {
+        for (key, _) in writes {
             // A later staged batch may have written the key again.
-            if map.get(key).is_some_and(|(n, _)| *n == batch.number) {
+            if map.get(key).is_some_and(|(n, _)| *n == number) {
                 map.remove(key);
             }
         }
-        Ok(())
     }
 
     /// Bytes on disk.
@@ -462,13 +497,38 @@ pub struct EntityCounts {
 pub struct WriteBatch {
     /// In order; a later write of a key replaces an earlier one.
     writes: Vec<(sled::IVec, Option<sled::IVec>)>,
+    /// Customer records, encoded at commit (after `writes`).
+    records: Vec<(sled::IVec, Arc<CustomerRecord>)>,
+    /// Where each value is encoded before its exact-size copy.
+    scratch: Vec<u8>,
+}
+
+/// Encodes customer records as writes, after the batch's other writes.
+fn encode_records(
+    records: &[(sled::IVec, Arc<CustomerRecord>)],
+    writes: &mut Vec<(sled::IVec, Option<sled::IVec>)>,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    writes.reserve(records.len());
+    for (key, record) in records {
+        record::encode_into(record, scratch)?;
+        writes.push((key.clone(), Some(sled::IVec::from(scratch.as_slice()))));
+    }
+    Ok(())
 }
 
 impl WriteBatch {
     fn put<T: Serialize>(&mut self, key: impl Into<sled::IVec>, value: &T) -> Result<()> {
-        self.writes
-            .push((key.into(), Some(codec::encode(value)?.into())));
+        codec::encode_into(value, &mut self.scratch)?;
+        self.push_scratch(key);
         Ok(())
+    }
+
+    /// Writes the encoded value in `scratch` under `key` (one exact-size
+    /// copy; `scratch` keeps its capacity for the next value).
+    fn push_scratch(&mut self, key: impl Into<sled::IVec>) {
+        let value = sled::IVec::from(self.scratch.as_slice());
+        self.writes.push((key.into(), Some(value)));
     }
 
     /// One chunk of the event log: the events accepted by one commit, from
@@ -488,13 +548,11 @@ impl WriteBatch {
         self.put(keys::with_prefix(keys::EVENT_ID, id), &seq)
     }
 
-    pub fn put_customer(&mut self, id: &str, record: &CustomerRecord) -> Result<()> {
-        let value = record::encode(record)?;
-        self.writes.push((
-            keys::with_prefix(keys::CUSTOMER, id).into(),
-            Some(value.into()),
-        ));
-        Ok(())
+    /// A customer record, encoded when the batch is committed (on the
+    /// committing thread; see [`Store::stage`]).
+    pub fn put_customer(&mut self, id: &str, record: Arc<CustomerRecord>) {
+        self.records
+            .push((keys::with_prefix(keys::CUSTOMER, id).into(), record));
     }
 
     pub fn put_scope(&mut self, name: &str, state: &ScopeState) -> Result<()> {
@@ -521,7 +579,7 @@ impl WriteBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.records.is_empty()
     }
 }
 
@@ -559,6 +617,15 @@ mod tests {
         batch
     }
 
+    fn record_with_churn_alert(alert: u64) -> CustomerRecord {
+        let mut record = CustomerRecord {
+            churn_alert: Some(alert),
+            ..CustomerRecord::default()
+        };
+        record.ids.remember(RecentIds::digest("e-1"), 1, 10);
+        record
+    }
+
     fn customers_of(store: &Store, name: &str) -> Option<u64> {
         store.scope(name).unwrap().map(|s| s.customer_count())
     }
@@ -592,11 +659,16 @@ mod tests {
                 .unwrap();
             let mut batch = scope_batch("all", 1);
             batch.delete(keys::with_prefix(keys::SCOPE, "gone"));
-            let first = store.stage(batch);
-            let second = store.stage(scope_batch("all", 3));
+            batch.put_customer("alice", Arc::new(record_with_churn_alert(7)));
+            let mut first = store.stage(batch);
+            let mut second = store.stage(scope_batch("all", 3));
             // A crash after both journal flushes, before either was applied.
-            store.journal_and_flush(&first).unwrap();
-            store.journal_and_flush(&second).unwrap();
+            for batch in [&mut first, &mut second] {
+                batch.encode_records().unwrap();
+                store
+                    .journal_and_flush(batch.number, &batch.writes)
+                    .unwrap();
+            }
             assert_eq!(store.journal.len(), 2, "the last two entries are kept");
             let fresh = Store {
                 staged: None,
@@ -604,9 +676,12 @@ mod tests {
             };
             assert_eq!(customers_of(&fresh, "all"), None);
             assert_eq!(customers_of(&fresh, "gone"), Some(1));
+            assert_eq!(fresh.customer_record("alice").unwrap(), None);
         }
         let store = Store::open(dir.path(), &options()).unwrap();
         assert_eq!(customers_of(&store, "all"), Some(3), "applied in order");
+        let alice = store.customer_record("alice").unwrap().expect("replayed");
+        assert_eq!(alice, record_with_churn_alert(7), "records are journaled");
         assert_eq!(customers_of(&store, "gone"), None, "deletes replayed");
         assert!(store.journal.is_empty(), "replayed entries are removed");
     }

@@ -70,9 +70,19 @@ impl RecentIds {
 }
 
 /// The versioned codec value of the record's first fields, then the ids.
+#[cfg(test)]
 pub fn encode(record: &CustomerRecord) -> Result<Vec<u8>> {
-    let bytes = codec::encode(record)?;
-    postcard::to_extend(&record.ids, bytes).map_err(|e| StoreError::Codec(e.to_string()))
+    let mut bytes = Vec::new();
+    encode_into(record, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`encode`] into `buf` (see `codec::encode_into`).
+pub fn encode_into(record: &CustomerRecord, buf: &mut Vec<u8>) -> Result<()> {
+    codec::encode_into(record, buf)?;
+    *buf = postcard::to_extend(&record.ids, std::mem::take(buf))
+        .map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(())
 }
 
 /// Reads what [`encode`] wrote; a record from before `ids` existed ends
