@@ -73,17 +73,19 @@ impl<'a> Alerting<'a> {
         }
     }
 
-    fn monitor(&mut self, subject: Subject) -> Result<&mut Monitor> {
-        match self.monitors.entry(subject) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let state = self.store.monitor(&e.key().key())?.unwrap_or_default();
-                Ok(e.insert(Monitor {
-                    state,
-                    dirty: false,
-                }))
-            }
+    /// The subject's monitor, loaded into the working set on first use.
+    /// By reference: most observations find it loaded, and then nothing
+    /// is allocated.
+    fn monitor(&mut self, subject: &Subject) -> Result<&mut Monitor> {
+        if !self.monitors.contains_key(subject) {
+            let state = self.store.monitor(&subject.key())?.unwrap_or_default();
+            let monitor = Monitor {
+                state,
+                dirty: false,
+            };
+            self.monitors.insert(subject.clone(), monitor);
         }
+        Ok(self.monitors.get_mut(subject).expect("inserted above"))
     }
 
     fn latest_alert(&self, id: u64) -> Result<Option<Alert>> {
@@ -157,7 +159,7 @@ impl<'a> Alerting<'a> {
         message: String,
     ) -> Result<()> {
         let id = self.new_alert(subject.clone(), severity, reading, message);
-        let monitor = self.monitor(subject)?;
+        let monitor = self.monitor(&subject)?;
         monitor.state.open = Some(id);
         monitor.dirty = true;
         Ok(())
@@ -165,7 +167,7 @@ impl<'a> Alerting<'a> {
 
     /// Resolves the open alert of a monitored subject, if any.
     fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
-        let monitor = self.monitor(subject)?;
+        let monitor = self.monitor(&subject)?;
         let Some(id) = monitor.state.open.take() else {
             return Ok(());
         };
@@ -182,7 +184,7 @@ impl<'a> Alerting<'a> {
         params: &DetectorParams,
         at: Millis,
     ) -> Result<()> {
-        let monitor = self.monitor(subject.clone())?;
+        let monitor = self.monitor(&subject)?;
         if !matches!(monitor.state.detector, Detector::Cusum(_)) {
             monitor.state.detector = Detector::Cusum(Cusum::default());
         }
@@ -222,7 +224,7 @@ impl<'a> Alerting<'a> {
         at: Millis,
     ) -> Result<()> {
         let fraction = self.settings.resolve_fraction;
-        let monitor = self.monitor(subject.clone())?;
+        let monitor = self.monitor(&subject)?;
         if !matches!(monitor.state.detector, Detector::Level(_)) {
             monitor.state.detector = Detector::Level(LevelMonitor::default());
         }
@@ -474,7 +476,7 @@ impl<'a> Alerting<'a> {
                 stage,
             };
             if done {
-                if self.monitor(subject.clone())?.state.open.is_some() {
+                if self.monitor(&subject)?.state.open.is_some() {
                     let reading = Reading {
                         value: None,
                         baseline: None,
@@ -519,7 +521,7 @@ impl<'a> Alerting<'a> {
             case: case.clone(),
             stage,
         };
-        if done || self.monitor(subject.clone())?.state.open.is_some() {
+        if done || self.monitor(&subject)?.state.open.is_some() {
             return Ok(());
         }
         let late_hours = (self.now - deadline) as f64 / MILLIS_PER_HOUR;
@@ -555,7 +557,7 @@ impl<'a> Alerting<'a> {
             )));
         }
         if rebaseline {
-            let monitor = self.monitor(alert.subject.clone())?;
+            let monitor = self.monitor(&alert.subject)?;
             match &mut monitor.state.detector {
                 Detector::Cusum(c) => {
                     c.rebaseline();

@@ -101,8 +101,9 @@ impl StagedBatch {
         self.writes.is_empty() && self.records.is_empty()
     }
 
-    /// Appends the encoded records to the writes (once).
-    fn encode_records(&mut self) -> Result<()> {
+    /// Appends the encoded records to the writes (once; else
+    /// [`Store::commit_staged`] does it).
+    pub fn encode_records(&mut self) -> Result<()> {
         if self.writes.len() == self.staged_writes {
             encode_records(&self.records, &mut self.writes, &mut Vec::new())?;
         }
