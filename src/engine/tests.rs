@@ -96,7 +96,7 @@ async fn an_id_is_a_duplicate_among_its_customers_latest_events_only() {
 
     assert_eq!(surveys(&store, "alice"), 5);
     assert_eq!(surveys(&store, "bob"), 1);
-    // The ids survive a restart with the record.
+    // The stored record keeps the three latest ids.
     let record = store.customer_record("alice").unwrap().unwrap();
     assert_eq!(record.ids.len(), 3);
 }
