@@ -48,7 +48,7 @@ pub(super) struct Txn<'a> {
     /// changed (it walks every bucket; the churn check needs it per event).
     vip_threshold: Option<Option<i64>>,
     /// Shared with the commit that last wrote a record until it is
-    /// written; changed through `Arc::make_mut` (see `customer_mut`).
+    /// written; changed through `Arc::make_mut`, which copies it only then.
     customers: Map<String, Arc<CustomerRecord>>,
     /// Customers looked up and not found (no second read when their first
     /// event is then accepted).
