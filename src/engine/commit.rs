@@ -157,6 +157,13 @@ impl Committer {
                 }
             }
         }
+        // The writer closed the pipeline: a stop. After a failure the
+        // journal is what the next start repairs from, so it stays.
+        if failed.is_none() {
+            if let Err(e) = self.store.close_journal() {
+                tracing::warn!(error = %e, "could not close the commit journal; the next start applies it again");
+            }
+        }
     }
 
     fn commit(&self, commit: Commit) -> Result<()> {

@@ -170,3 +170,21 @@ async fn back_to_back_commits_see_each_others_records_without_a_cache() {
     let record = store.customer_record("hot").unwrap().unwrap();
     assert_eq!(record.ids.len(), 1_000);
 }
+
+/// A clean stop leaves no journal entry to apply again at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_closes_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000);
+    let store = Store::open(dir.path(), &config.store_options()).unwrap();
+    let engine = start(store.clone(), &config);
+    let handle = engine.handle();
+    for n in 0..3 {
+        let id = format!("e-{n}");
+        assert_eq!(one(&handle, survey(&id, "alice", 4)).await.0, "accepted");
+    }
+    assert!(store.journal_entries() > 0, "commits are journaled");
+    engine.shutdown().await;
+    assert_eq!(store.journal_entries(), 0);
+    assert_eq!(surveys(&store, "alice"), 3);
+}

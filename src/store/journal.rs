@@ -110,6 +110,35 @@ impl<'a> Reader<'a> {
 impl Store {
     /// Applies the journal entries a crash left (in order, atomically each)
     /// and removes them. Returns how many there were.
+    /// After the last commit of a clean stop: makes every applied write
+    /// durable, then removes the journal entries, so that the next start
+    /// has nothing to apply again. (The entries kept for safety are the
+    /// two latest commits; at a million customers, applying them again
+    /// meant re-inserting ~16,000 records into a cold tree at every start.)
+    pub fn close_journal(&self) -> Result<()> {
+        self.db.flush()?;
+        let mut batch = sled::Batch::default();
+        for entry in self.journal.scan_prefix([keys::JOURNAL]).keys() {
+            batch.remove(entry?);
+        }
+        self.journal.apply_batch(batch)?;
+        if let Some(staged) = &self.staged {
+            staged
+                .journal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Journal entries present (commits a start would apply again).
+    #[cfg(test)]
+    pub fn journal_entries(&self) -> usize {
+        self.journal.len()
+    }
+
     pub(super) fn replay_journal(&self) -> Result<usize> {
         let entries: Vec<(IVec, IVec)> = self
             .journal

@@ -688,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn committed_batches_leave_two_journal_entries_and_nothing_to_replay() {
+    fn commits_keep_the_two_latest_journal_entries_and_a_clean_close_none() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), &options()).unwrap().pipelined();
@@ -698,10 +698,21 @@ mod tests {
                     .unwrap();
             }
             assert_eq!(store.journal.len(), journal::KEPT);
+            store.close_journal().unwrap();
+            assert!(
+                store.journal.is_empty(),
+                "nothing to apply at the next start"
+            );
+            // Commits after a close journal as before.
+            store
+                .commit_staged(store.stage(scope_batch("all", 6)))
+                .unwrap();
+            assert_eq!(store.journal.len(), 1);
+            store.close_journal().unwrap();
+            assert!(store.journal.is_empty());
         }
         let store = Store::open(dir.path(), &options()).unwrap();
-        assert_eq!(customers_of(&store, "all"), Some(5));
-        assert!(store.journal.is_empty());
+        assert_eq!(customers_of(&store, "all"), Some(6), "every commit kept");
     }
 
     #[test]
