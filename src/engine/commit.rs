@@ -1,6 +1,7 @@
 //! The second stage of the writer's pipeline. The writer stages a group
 //! commit (its own reads see it at once) and hands it here; this thread
-//! applies and flushes it to sled, and only then publishes its alert
+//! makes it durable (journal entry, flush, then the keys: see
+//! `store::journal`), and only then publishes its alert
 //! transitions and answers its callers. Meanwhile the writer builds the next
 //! commit. Stages arrive and complete in order, so answers leave in the
 //! order the writer made them, and a duplicate of an event still in flight

@@ -8,16 +8,19 @@ use super::StoreError;
 /// Bumped whenever a stored type changes incompatibly; see `Store::open`.
 pub const SCHEMA_VERSION: u8 = 2;
 
+/// [`encode_into`] a fresh `Vec` (tests: the store reuses its buffers).
+#[cfg(test)]
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    // A tuple is its fields back to back: the version byte, then the value.
-    // (`to_allocvec` pushes into the Vec; `to_io` went through `io::Write`
-    // a few bytes at a time, which showed in profiles.)
-    postcard::to_allocvec(&(SCHEMA_VERSION, value)).map_err(|e| StoreError::Codec(e.to_string()))
+    let mut bytes = Vec::new();
+    encode_into(value, &mut bytes)?;
+    Ok(bytes)
 }
 
-/// [`encode`] into `buf` (cleared first): a buffer reused across values
+/// Encodes `value` into `buf` (cleared first). A tuple is its fields back to
+/// back: the version byte, then the value. A buffer reused across values
 /// stops growing once it has held the largest, where a fresh `Vec` is
-/// reallocated and copied several times per value.
+/// reallocated and copied several times per value. (`to_io` went through
+/// `io::Write` a few bytes at a time, which showed in profiles.)
 pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), StoreError> {
     buf.clear();
     *buf = postcard::to_extend(&(SCHEMA_VERSION, value), std::mem::take(buf))

@@ -1,11 +1,12 @@
-//! The only code that touches sled. One tree, the key layout of `keys`,
-//! values in the versioned codec of `codec`, and group commit: a
-//! [`WriteBatch`] is applied atomically and flushed before anyone is told.
+//! The only code that touches sled. One tree with the key layout of `keys`
+//! (plus the commit journal's own tree), values in the versioned codec of
+//! `codec`, and group commit: a [`WriteBatch`] is made durable atomically
+//! before anyone is told.
 //!
 //! The engine pipelines its commits: it *stages* a batch (its own reads see
-//! it at once, through [`Store::pipelined`]) and builds the next one while a
-//! second thread applies and flushes the first. Every other handle reads
-//! committed state only.
+//! it at once, through [`Store::pipelined`], customer records excepted: see
+//! [`Store::stage`]) and builds the next one while a second thread commits
+//! the first. Every other handle reads committed state only.
 
 mod alerts;
 pub mod codec;
@@ -94,6 +95,8 @@ pub struct StagedBatch {
     records: Vec<(sled::IVec, Arc<CustomerRecord>)>,
     /// How many of `writes` are in the stage (those before the records).
     staged_writes: usize,
+    /// The batch's encoding buffer, reused for the records.
+    scratch: Vec<u8>,
 }
 
 impl StagedBatch {
@@ -105,7 +108,7 @@ impl StagedBatch {
     /// [`Store::commit_staged`] does it).
     pub fn encode_records(&mut self) -> Result<()> {
         if self.writes.len() == self.staged_writes {
-            encode_records(&self.records, &mut self.writes, &mut Vec::new())?;
+            encode_records(&self.records, &mut self.writes, &mut self.scratch)?;
         }
         Ok(())
     }
@@ -184,12 +187,9 @@ impl Store {
     }
 
     pub fn customer(&self, id: &str) -> Result<Option<CustomerState>> {
-        let Some(bytes) = self.get_raw(&keys::with_prefix(keys::CUSTOMER, id))? else {
-            return Ok(None);
-        };
-        // The state is in the record's first fields; its ids are not needed.
-        let (record, _ids): (CustomerRecord, _) = codec::decode_prefix(&bytes)?;
-        Ok(Some(record.state))
+        self.get_raw(&keys::with_prefix(keys::CUSTOMER, id))?
+            .map(|v| record::decode_without_ids(&v).map(|r| r.state))
+            .transpose()
     }
 
     pub fn customer_record(&self, id: &str) -> Result<Option<CustomerRecord>> {
@@ -214,7 +214,9 @@ impl Store {
         if !self.legacy_ids {
             return Ok(None);
         }
-        self.get(&keys::with_prefix(keys::EVENT_ID, event_id))
+        // Never staged: only earlier builds wrote these keys.
+        let key = keys::with_prefix(keys::EVENT_ID, event_id);
+        self.tree.get(key)?.map(|v| codec::decode(&v)).transpose()
     }
 
     /// The event log chunk holding `seq`: its first sequence and events.
@@ -303,8 +305,8 @@ impl Store {
                     Ok(kv) => kv,
                     Err(e) => return Some(Err(e.into())),
                 };
-                let record: CustomerRecord = match codec::decode_prefix(&v) {
-                    Ok((record, _ids)) => record,
+                let record = match record::decode_without_ids(&v) {
+                    Ok(record) => record,
                     Err(e) => return Some(Err(e)),
                 };
                 let member = scope.is_none_or(|s| {
@@ -326,15 +328,7 @@ impl Store {
     }
 
     fn apply_and_flush(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        // In order: a later write of the same key wins, as in `stage`.
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(key.clone(), value.clone()),
-                None => batch.remove(key.clone()),
-            }
-        }
-        self.tree.apply_batch(batch)?;
+        self.tree.apply_batch(sled_batch(writes.iter().cloned()))?;
         self.db.flush()?;
         Ok(())
     }
@@ -362,6 +356,7 @@ impl Store {
             staged_writes: batch.writes.len(),
             writes: batch.writes,
             records: batch.records,
+            scratch: batch.scratch,
         }
     }
 
@@ -502,6 +497,19 @@ pub struct WriteBatch {
     records: Vec<(sled::IVec, Arc<CustomerRecord>)>,
     /// Where each value is encoded before its exact-size copy.
     scratch: Vec<u8>,
+}
+
+/// Writes as one atomic sled batch, in order: a later write of the same key
+/// wins, as in [`Store::stage`].
+fn sled_batch(writes: impl IntoIterator<Item = (sled::IVec, Option<sled::IVec>)>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (key, value) in writes {
+        match value {
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
+        }
+    }
+    batch
 }
 
 /// Encodes customer records as writes, after the batch's other writes.

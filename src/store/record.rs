@@ -85,6 +85,13 @@ pub fn encode_into(record: &CustomerRecord, buf: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// A record without its ids, for readers that need only the state or the
+/// scopes (the ids are not decoded).
+pub fn decode_without_ids(bytes: &[u8]) -> Result<CustomerRecord> {
+    let (record, _ids) = codec::decode_prefix(bytes)?;
+    Ok(record)
+}
+
 /// Reads what [`encode`] wrote; a record from before `ids` existed ends
 /// after its first fields and has none.
 pub fn decode(bytes: &[u8]) -> Result<CustomerRecord> {
