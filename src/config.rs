@@ -243,6 +243,7 @@ impl Config {
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             cache_capacity: self.storage.cache_capacity_mb * 1024 * 1024,
+            half_life_ms: self.scoring.half_life_ms(),
         }
     }
 

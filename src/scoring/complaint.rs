@@ -12,9 +12,7 @@
 use super::decay::Decayed;
 use super::params::Params;
 use super::response::{tarp_rate, ComplaintOutcome};
-use super::scope::{
-    deadline_minute, CaseResolution, CaseResponse, Delta, OpenCase, ScopeOp, ScopeUpdate, Target,
-};
+use super::scope::{CaseResolution, CaseResponse, Delta, OpenCase, ScopeOp, ScopeUpdate, Target};
 use crate::domain::{Event, Interaction, InteractionKind, Millis, Severity, MILLIS_PER_HOUR};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,7 +65,7 @@ impl Case {
         };
         let open = self.resolved.is_none().then(|| OpenCase {
             opened_at: o.at,
-            deadline_minute: deadline_minute(o.resolution_deadline),
+            deadline: o.resolution_deadline,
             past_sla_rate: tarp_rate(ComplaintOutcome::OpenPastSla, o.severity),
         });
         let response = self.responded.map(|r| CaseResponse {

@@ -1,12 +1,21 @@
 //! Value encoding: one schema-version byte, then postcard. A value written by
 //! a newer schema is refused rather than misread.
+//!
+//! Most values carry [`SCHEMA_VERSION`]. A type whose layout changed carries
+//! its own, higher version, so that an earlier build refuses its values
+//! while it can still read every other value; the store converts values of
+//! the old layout it finds (see `Store::open`).
 
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::StoreError;
 
-/// Bumped whenever a stored type changes incompatibly; see `Store::open`.
+/// The version of every value whose type has not changed since version 2.
 pub const SCHEMA_VERSION: u8 = 2;
+
+/// Scope states: version 3 keeps open complaints by deadline hour and folds
+/// old hours (version 2 kept one bucket per deadline minute).
+pub const SCOPE_VERSION: u8 = 3;
 
 /// [`encode_into`] a fresh `Vec` (tests: the store reuses its buffers).
 #[cfg(test)]
@@ -22,14 +31,28 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 /// reallocated and copied several times per value. (`to_io` went through
 /// `io::Write` a few bytes at a time, which showed in profiles.)
 pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    encode_versioned_into(SCHEMA_VERSION, value, buf)
+}
+
+/// [`encode_into`] under a type's own `version`.
+pub fn encode_versioned_into<T: Serialize>(
+    version: u8,
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> Result<(), StoreError> {
     buf.clear();
-    *buf = postcard::to_extend(&(SCHEMA_VERSION, value), std::mem::take(buf))
+    *buf = postcard::to_extend(&(version, value), std::mem::take(buf))
         .map_err(|e| StoreError::Codec(e.to_string()))?;
     Ok(())
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    match decode_prefix(bytes)? {
+    decode_versioned(SCHEMA_VERSION, bytes)
+}
+
+/// [`decode`] of a value written under `version`.
+pub fn decode_versioned<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, StoreError> {
+    match decode_prefix_versioned(version, bytes)? {
         (value, []) => Ok(value),
         (_, rest) => Err(StoreError::Codec(format!(
             "{} bytes after the value",
@@ -41,11 +64,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 /// Decodes a value at the start of `bytes`; returns it and what follows
 /// (a value extended after its codec part, as customer records are).
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), StoreError> {
+    decode_prefix_versioned(SCHEMA_VERSION, bytes)
+}
+
+fn decode_prefix_versioned<T: DeserializeOwned>(
+    version: u8,
+    bytes: &[u8],
+) -> Result<(T, &[u8]), StoreError> {
     match bytes.split_first() {
-        Some((&SCHEMA_VERSION, rest)) => {
+        Some((&found, rest)) if found == version => {
             postcard::take_from_bytes(rest).map_err(|e| StoreError::Codec(e.to_string()))
         }
-        Some((&found, _)) => Err(StoreError::Schema { found }),
+        Some((&found, _)) => Err(StoreError::Schema {
+            found,
+            expected: version,
+        }),
         None => Err(StoreError::Codec("empty value".into())),
     }
 }
@@ -66,7 +99,7 @@ mod tests {
         newer[0] = SCHEMA_VERSION + 1;
         assert!(matches!(
             decode::<(u32, String)>(&newer),
-            Err(StoreError::Schema { found }) if found == SCHEMA_VERSION + 1
+            Err(StoreError::Schema { found, .. }) if found == SCHEMA_VERSION + 1
         ));
         assert!(decode::<(u32, String)>(&[]).is_err());
     }

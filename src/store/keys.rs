@@ -7,7 +7,7 @@
 //! | `e`    | first sequence (u64 BE)     | `Vec<Event>`: the events of one commit |
 //! | `i`    | event id                    | sequence: written by earlier builds only (see below) |
 //! | `c`    | customer id                 | `CustomerRecord`, then its recent event ids |
-//! | `s`    | scope (`all`, `key=value`)  | `ScopeState`          |
+//! | `s`    | scope (`all`, `key=value`)  | `ScopeState` (own version, see `codec`) |
 //! | `k`    | attribute key               | distinct values (u64) |
 //! | `d`    | dimension name              | `DimensionSpec`       |
 //! | `M`    | `histogram`, `schema`, `alerts_pruned`, `counts` | meta values |

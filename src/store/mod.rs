@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::domain::{DimensionSpec, Event, DEFAULT_DIMENSIONS};
+use crate::scoring::scope::LegacyScopeState;
 use crate::scoring::{CustomerState, ScopeState, ValueHistogram};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +32,9 @@ pub enum StoreError {
     #[error("storage: undecodable value: {0}")]
     Codec(String),
     #[error(
-        "storage: value written by schema version {found}, this build reads version {}",
-        codec::SCHEMA_VERSION
+        "storage: value written by schema version {found}, this build reads version {expected}"
     )]
-    Schema { found: u8 },
+    Schema { found: u8, expected: u8 },
 }
 
 pub use record::{CustomerRecord, RecentIds};
@@ -46,6 +46,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct StoreOptions {
     /// sled page cache, bytes.
     pub cache_capacity: u64,
+    /// The scoring half-life: converting scope states written by earlier
+    /// builds merges decayed sums.
+    pub half_life_ms: f64,
 }
 
 /// A handle on the data dir. Cheap to clone; reads may happen from any
@@ -138,7 +141,9 @@ impl Store {
             staged: None,
         };
         store.initialise()?;
+        // The journal may hold scope states of the old layout: convert after.
         store.replay_journal()?;
+        store.convert_legacy_scopes(options.half_life_ms)?;
         Ok(store)
     }
 
@@ -158,6 +163,23 @@ impl Store {
                 batch.put(schema_key, &codec::SCHEMA_VERSION)?;
                 self.commit(batch)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Rewrites scope states of schema version 2 in the current layout, in
+    /// one atomic batch (scopes are few: one per attribute value).
+    fn convert_legacy_scopes(&self, half_life_ms: f64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for kv in self.tree.scan_prefix([keys::SCOPE]) {
+            let (key, value) = kv?;
+            if value.first() == Some(&codec::SCHEMA_VERSION) {
+                let legacy: LegacyScopeState = codec::decode(&value)?;
+                batch.put_scope_key(key, &legacy.into_current(half_life_ms))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.commit(batch)?;
         }
         Ok(())
     }
@@ -199,7 +221,9 @@ impl Store {
     }
 
     pub fn scope(&self, name: &str) -> Result<Option<ScopeState>> {
-        self.get(&keys::with_prefix(keys::SCOPE, name))
+        self.get_raw(&keys::with_prefix(keys::SCOPE, name))?
+            .map(|v| codec::decode_versioned(codec::SCOPE_VERSION, &v))
+            .transpose()
     }
 
     pub fn histogram(&self) -> Result<ValueHistogram> {
@@ -286,7 +310,10 @@ impl Store {
             if !k.starts_with(&full_prefix) || out.len() >= limit {
                 break;
             }
-            out.push((keys::name(&k), codec::decode(&v)?));
+            out.push((
+                keys::name(&k),
+                codec::decode_versioned(codec::SCOPE_VERSION, &v)?,
+            ));
         }
         Ok(out)
     }
@@ -565,7 +592,13 @@ impl WriteBatch {
     }
 
     pub fn put_scope(&mut self, name: &str, state: &ScopeState) -> Result<()> {
-        self.put(keys::with_prefix(keys::SCOPE, name), state)
+        self.put_scope_key(keys::with_prefix(keys::SCOPE, name), state)
+    }
+
+    fn put_scope_key(&mut self, key: impl Into<sled::IVec>, state: &ScopeState) -> Result<()> {
+        codec::encode_versioned_into(codec::SCOPE_VERSION, state, &mut self.scratch)?;
+        self.push_scratch(key);
+        Ok(())
     }
 
     pub fn put_attribute_values(&mut self, key: &str, count: u64) -> Result<()> {
@@ -613,6 +646,7 @@ mod tests {
     fn options() -> StoreOptions {
         StoreOptions {
             cache_capacity: 1 << 20,
+            half_life_ms: crate::scoring::Params::default().half_life_ms(),
         }
     }
 
@@ -761,6 +795,49 @@ mod tests {
             assert_eq!(store.event(seq).unwrap().unwrap().id, id);
         }
         assert_eq!(store.event(6).unwrap(), None);
+    }
+
+    #[test]
+    fn scope_states_of_schema_version_2_are_converted_at_open() {
+        let h = options().half_life_ms;
+        let mut current = ScopeState::default();
+        current.add_customer();
+        let legacy =
+            |deadline| LegacyScopeState::with_open_cases(&current, &[(deadline, 46.0, 0)], h);
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &options()).unwrap().pipelined();
+            let mut batch = WriteBatch::default();
+            batch
+                .put(keys::with_prefix(keys::SCOPE, "all"), &legacy(60_001))
+                .unwrap();
+            store.commit(batch).unwrap();
+            // One more only in the journal, as a crash would leave it.
+            let mut batch = WriteBatch::default();
+            batch
+                .put(keys::with_prefix(keys::SCOPE, "north"), &legacy(1))
+                .unwrap();
+            let staged = store.stage(batch);
+            store
+                .journal_and_flush(staged.number, &staged.writes)
+                .unwrap();
+            // This build refuses to read the old layout as the new one.
+            assert!(matches!(
+                store.scope("all"),
+                Err(StoreError::Schema {
+                    found: 2,
+                    expected: 3
+                })
+            ));
+        }
+        let store = Store::open(dir.path(), &options()).unwrap();
+        for (name, deadline) in [("all", 60_001), ("north", 1)] {
+            let state = store.scope(name).unwrap().expect("converted");
+            assert_eq!(state, legacy(deadline).into_current(h), "{name}");
+            assert_eq!(state.customer_count(), 1);
+            let raw = store.tree.get(keys::with_prefix(keys::SCOPE, name));
+            assert_eq!(raw.unwrap().unwrap()[0], codec::SCOPE_VERSION);
+        }
     }
 
     #[test]

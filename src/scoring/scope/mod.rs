@@ -5,6 +5,12 @@
 //! history (is this purchase a repeat? did this complaint meet its SLA?) are
 //! decided once, and corrections for out-of-order arrival are explicit ops.
 
+mod legacy;
+mod open_cases;
+
+pub use legacy::LegacyScopeState;
+pub use open_cases::{deadline_hour, OpenCases, FOLD_LAG_HOURS};
+
 use super::decay::Decayed;
 use super::dimension::{self, DimStats, Shortfall};
 use super::params::Params;
@@ -13,8 +19,6 @@ use super::response::{advocacy_score, ces_easy, csat_satisfied, weighted_mean};
 use crate::domain::{DimensionSpec, Millis, Rating};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-const MILLIS_PER_MINUTE: Millis = 60_000;
 
 /// Which scopes an update applies to.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,8 +73,8 @@ pub struct InteractionFacts {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OpenCase {
     pub opened_at: Millis,
-    /// Resolution deadline, in minutes since the epoch rounded up.
-    pub deadline_minute: i64,
+    /// Resolution deadline.
+    pub deadline: Millis,
     /// TARP rate should it stay open past the deadline.
     pub past_sla_rate: f64,
 }
@@ -109,17 +113,6 @@ pub enum ScopeOp {
     CaseResolution(Delta, CaseResolution),
 }
 
-/// The minute key of a deadline, rounded up so that a bucket counted as
-/// past due (`key·60 000 <= as_of`) never holds a case that is not.
-pub fn deadline_minute(deadline_ms: Millis) -> i64 {
-    let minute = deadline_ms.div_euclid(MILLIS_PER_MINUTE);
-    if deadline_ms.rem_euclid(MILLIS_PER_MINUTE) > 0 {
-        minute.saturating_add(1)
-    } else {
-        minute
-    }
-}
-
 fn pct(b: bool) -> f64 {
     if b {
         100.0
@@ -156,10 +149,8 @@ pub struct ScopeState {
     repeat: Decayed,
     /// TARP rates of resolved complaints.
     recovery_resolved: Decayed,
-    open_cases: u64,
-    /// TARP "open past SLA" rates of open complaints by deadline minute, so
-    /// `report` can count those whose deadline has passed at `as_of`.
-    open_by_deadline: BTreeMap<i64, Decayed>,
+    /// Open complaints, so `report` can count those past their deadline.
+    open: OpenCases,
     responded_within: Decayed,
     resolved_within: Decayed,
     hours_to_resolve: Decayed,
@@ -188,15 +179,8 @@ impl ScopeState {
             ScopeOp::Interaction(i) => self.interaction(i, h),
             ScopeOp::PurchaseBecameRepeat { at } => self.repeat.add_to_sum(100.0, *at, h),
             ScopeOp::OpenCase(delta, c) => {
-                let bucket = self.open_by_deadline.entry(c.deadline_minute).or_default();
-                change(bucket, *delta, c.past_sla_rate, c.opened_at, h);
-                if bucket.is_empty() {
-                    self.open_by_deadline.remove(&c.deadline_minute);
-                }
-                self.open_cases = match delta {
-                    Delta::Add => self.open_cases.saturating_add(1),
-                    Delta::Retract => self.open_cases.saturating_sub(1),
-                };
+                self.open
+                    .change(*delta, c.deadline, c.past_sla_rate, c.opened_at, h)
             }
             ScopeOp::CaseResponse(delta, c) => {
                 change(
@@ -224,6 +208,7 @@ impl ScopeState {
     fn survey(&mut self, s: &SurveyFacts, h: f64) {
         let at = s.at;
         self.events += 1;
+        self.open.event_seen(at, h);
         self.responses += 1;
         if let Some(sat) = s.satisfaction {
             self.satisfaction.add(sat, 1.0, at, h);
@@ -252,6 +237,7 @@ impl ScopeState {
 
     fn interaction(&mut self, i: &InteractionFacts, h: f64) {
         self.events += 1;
+        self.open.event_seen(i.at, h);
         if let Some(repeat) = i.purchase {
             self.repeat.add(pct(repeat), 1.0, i.at, h);
         }
@@ -271,15 +257,9 @@ impl ScopeState {
     /// Recovery: resolved complaints plus open ones past their deadline at
     /// `as_of`.
     fn recovery(&self, as_of: Millis, h: f64) -> Option<f64> {
-        let past_due = self
-            .open_by_deadline
-            .iter()
-            .take_while(|(minute, _)| minute.saturating_mul(MILLIS_PER_MINUTE) <= as_of);
-        let mut all = self.recovery_resolved;
-        for (_, bucket) in past_due {
-            all = all.merged(bucket, h);
-        }
-        all.mean()
+        self.recovery_resolved
+            .merged(&self.open.past_due(as_of, h), h)
+            .mean()
     }
 
     /// The report of one dimension, `None` before it was rated or measured.
@@ -326,7 +306,7 @@ impl ScopeState {
             ces_mean: self.ces.mean(),
             ces_easy_percent: self.ces_easy.mean(),
             complaints: ComplaintReport {
-                open: self.open_cases,
+                open: self.open.count(),
                 responded_within_sla_percent: self.responded_within.mean(),
                 resolved_within_sla_percent: self.resolved_within.mean(),
                 mean_hours_to_resolve: self.hours_to_resolve.mean(),
