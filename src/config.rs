@@ -114,6 +114,11 @@ pub struct StorageConfig {
     pub cache_capacity_mb: u64,
     /// Customer records the writer keeps decoded in memory (0: none).
     pub cached_customers: usize,
+    /// After each group commit's flush, `fdatasync` what sled 0.34 leaves
+    /// in the page cache, so acknowledged events also survive a power cut
+    /// or kernel crash, not only the process being killed (see
+    /// `store::device_sync`).
+    pub sync_to_device: bool,
 }
 
 impl Default for StorageConfig {
@@ -122,6 +127,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             cache_capacity_mb: 128,
             cached_customers: 50_000,
+            sync_to_device: true,
         }
     }
 }
@@ -246,6 +252,7 @@ impl Config {
         StoreOptions {
             cache_capacity: self.storage.cache_capacity_mb * 1024 * 1024,
             half_life_ms: self.scoring.half_life_ms(),
+            sync_to_device: self.storage.sync_to_device,
         }
     }
 

@@ -113,7 +113,7 @@ impl Store {
     /// has nothing to apply again. (The entries kept for safety are the
     /// two latest commits; at a million customers, each of ~8,300 events.)
     pub fn close_journal(&self) -> Result<()> {
-        self.db.flush()?;
+        self.flush()?;
         let mut batch = sled::Batch::default();
         for entry in self.journal.scan_prefix([keys::JOURNAL]).keys() {
             batch.remove(entry?);
@@ -126,7 +126,7 @@ impl Store {
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
         }
-        self.db.flush()?;
+        self.flush()?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 
 mod alerts;
 pub mod codec;
+mod device_sync;
 mod journal;
 pub mod keys;
 mod record;
@@ -35,6 +36,8 @@ pub enum StoreError {
         "storage: value written by schema version {found}, this build reads version {expected}"
     )]
     Schema { found: u8, expected: u8 },
+    #[error("storage: syncing to the device: {0}")]
+    DeviceSync(#[from] std::io::Error),
 }
 
 pub use record::{CustomerRecord, RecentIds};
@@ -49,6 +52,9 @@ pub struct StoreOptions {
     /// The scoring half-life: converting scope states written by earlier
     /// builds merges decayed sums.
     pub half_life_ms: f64,
+    /// Follow every flush with `fdatasync` of what sled leaves in the page
+    /// cache (see `device_sync`).
+    pub sync_to_device: bool,
 }
 
 /// A handle on the data dir. Cheap to clone; reads may happen from any
@@ -66,6 +72,7 @@ pub struct Store {
     /// Writes staged but not yet committed, read before sled; only on the
     /// engine's handle (see [`Store::pipelined`]).
     staged: Option<Arc<Staged>>,
+    device_sync: Option<Arc<device_sync::DeviceSync>>,
 }
 
 /// Staged writes by key: the latest value (`None`: removed) and the number
@@ -133,12 +140,18 @@ impl Store {
         let tree = db.open_tree("gapwatch")?;
         let journal = db.open_tree("journal")?;
         let legacy_ids = tree.scan_prefix([keys::EVENT_ID]).next().is_some();
+        let device_sync = if options.sync_to_device {
+            Some(Arc::new(device_sync::DeviceSync::open(path)?))
+        } else {
+            None
+        };
         let store = Self {
             db,
             tree,
             journal,
             legacy_ids,
             staged: None,
+            device_sync,
         };
         store.initialise()?;
         // The journal may hold scope states of the old layout: convert after.
@@ -163,6 +176,16 @@ impl Store {
                 batch.put(schema_key, &codec::SCHEMA_VERSION)?;
                 self.commit(batch)?;
             }
+        }
+        Ok(())
+    }
+
+    /// sled's flush, then (with `sync_to_device`) the device sync. Only the
+    /// engine's commit path and `open` flush: one flusher at a time.
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        if let Some(sync) = &self.device_sync {
+            sync.sync()?;
         }
         Ok(())
     }
@@ -356,7 +379,7 @@ impl Store {
 
     fn apply_and_flush(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
         self.tree.apply_batch(sled_batch(writes.iter().cloned()))?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(())
     }
 
@@ -423,7 +446,7 @@ impl Store {
                 self.journal.remove(keys::numbered(keys::JOURNAL, old))?;
             }
         }
-        self.db.flush()?;
+        self.flush()?;
         Ok(())
     }
 
@@ -647,6 +670,7 @@ mod tests {
         StoreOptions {
             cache_capacity: 1 << 20,
             half_life_ms: crate::scoring::Params::default().half_life_ms(),
+            sync_to_device: true,
         }
     }
 
@@ -838,6 +862,45 @@ mod tests {
             let raw = store.tree.get(keys::with_prefix(keys::SCOPE, name));
             assert_eq!(raw.unwrap().unwrap()[0], codec::SCOPE_VERSION);
         }
+    }
+
+    #[test]
+    fn with_sync_to_device_every_blob_sled_wrote_is_synced_by_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = || -> std::collections::BTreeSet<String> {
+            std::fs::read_dir(dir.path().join("blobs"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let store = Store::open(dir.path(), &options()).unwrap().pipelined();
+        let sync = store.device_sync.clone().expect("on in these options");
+        // Events of 300 KiB: their chunk is over sled's 128 KiB blob limit.
+        let big = |id: &str| Event {
+            attributes: vec![("note".into(), "x".repeat(300 * 1024))],
+            ..event(id)
+        };
+        for n in 0..3u64 {
+            // The keys of the commit before were applied after its flush;
+            // this commit's flush makes them durable, blobs included.
+            let before = blobs();
+            let mut batch = scope_batch("all", n + 1);
+            batch.put_events(n + 1, &[big(&format!("e{n}"))]).unwrap();
+            store.commit_staged(store.stage(batch)).unwrap();
+            let synced = sync.synced_blobs();
+            assert!(
+                before.is_subset(&synced),
+                "unsynced blobs after commit {n}: {before:?} against {synced:?}"
+            );
+            // The commit's own journal entry is a blob too.
+            assert!(synced.difference(&before).next().is_some(), "{synced:?}");
+        }
+        let off = StoreOptions {
+            sync_to_device: false,
+            ..options()
+        };
+        drop((store, sync));
+        assert!(Store::open(dir.path(), &off).unwrap().device_sync.is_none());
     }
 
     #[test]
