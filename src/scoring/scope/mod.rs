@@ -9,7 +9,7 @@ mod legacy;
 mod open_cases;
 
 pub use legacy::LegacyScopeState;
-pub use open_cases::{deadline_hour, OpenCases, FOLD_LAG_HOURS};
+use open_cases::OpenCases;
 
 use super::decay::Decayed;
 use super::dimension::{self, DimStats, Shortfall};

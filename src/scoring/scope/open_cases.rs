@@ -136,6 +136,7 @@ impl OpenCases {
     }
 
     /// Deadline buckets held (folded ones aside).
+    #[cfg(test)]
     pub fn bucket_count(&self) -> usize {
         self.by_deadline_hour.len()
     }
