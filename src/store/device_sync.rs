@@ -25,8 +25,9 @@ pub(super) struct DeviceSync {
 }
 
 impl DeviceSync {
-    /// Syncs the dir's entries and the blobs present once (they may come
-    /// from a run without this option).
+    /// Syncs what sled wrote when it created the dir (its `conf`, the
+    /// entries of `db` and `blobs/`) and the blobs present, which may come
+    /// from a run without this option.
     pub(super) fn open(dir: &Path) -> io::Result<Self> {
         let sync = Self {
             log: File::open(dir.join("db"))?,
@@ -34,12 +35,15 @@ impl DeviceSync {
             synced_blobs: Mutex::default(),
         };
         sync.sync()?;
+        File::open(dir.join("conf"))?.sync_all()?;
         File::open(dir)?.sync_all()?;
         Ok(sync)
     }
 
     /// Makes what sled has flushed so far durable on the device. Called by
-    /// the one task that flushes.
+    /// the one task that flushes, which is also the one that writes (sled
+    /// writes a blob whole, in the thread inserting its value), so no blob
+    /// listed here is still being written.
     pub(super) fn sync(&self) -> io::Result<()> {
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
         let mut present = BTreeSet::new();
