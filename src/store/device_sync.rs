@@ -8,8 +8,9 @@
 //! which sled writes and never syncs (sled #1077). All of that survives the
 //! process being killed, since the kernel still holds it, but not a power
 //! cut or a kernel crash. With `storage.sync_to_device`, each flush is
-//! followed by `fdatasync` of sled's log, of every blob file not synced yet,
-//! and of `blobs/` itself when it gained files.
+//! preceded by `fdatasync` of every blob file not synced yet (and of
+//! `blobs/` when it gained files), so the log entries pointing at a blob
+//! are not made durable before it, and followed by `fdatasync` of the log.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -34,17 +35,18 @@ impl DeviceSync {
             blobs: dir.join("blobs"),
             synced_blobs: Mutex::default(),
         };
-        sync.sync()?;
+        sync.sync_blobs()?;
+        sync.sync_log()?;
         File::open(dir.join("conf"))?.sync_all()?;
         File::open(dir)?.sync_all()?;
         Ok(sync)
     }
 
-    /// Makes what sled has flushed so far durable on the device. Called by
-    /// the one task that flushes, which is also the one that writes (sled
-    /// writes a blob whole, in the thread inserting its value), so no blob
-    /// listed here is still being written.
-    pub(super) fn sync(&self) -> io::Result<()> {
+    /// Makes the blobs sled has written so far durable. Called by the one
+    /// task that flushes, which is also the one that writes (sled writes a
+    /// blob whole, in the thread inserting its value), so no blob listed
+    /// here is still being written.
+    pub(super) fn sync_blobs(&self) -> io::Result<()> {
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
         let mut present = BTreeSet::new();
         let mut gained = false;
@@ -66,6 +68,11 @@ impl DeviceSync {
         }
         // Forget the blobs sled removed, so the set stays as small as the dir.
         *synced = present;
+        Ok(())
+    }
+
+    /// Makes sled's flushed log durable (after `flush`).
+    pub(super) fn sync_log(&self) -> io::Result<()> {
         self.log.sync_data()
     }
 

@@ -180,12 +180,16 @@ impl Store {
         Ok(())
     }
 
-    /// sled's flush, then (with `sync_to_device`) the device sync. Only the
-    /// engine's commit path and `open` flush: one flusher at a time.
+    /// sled's flush, wrapped (with `sync_to_device`) in the device syncs of
+    /// `device_sync`. Only the engine's commit path and `open` flush: one
+    /// flusher at a time.
     fn flush(&self) -> Result<()> {
+        if let Some(sync) = &self.device_sync {
+            sync.sync_blobs()?;
+        }
         self.db.flush()?;
         if let Some(sync) = &self.device_sync {
-            sync.sync()?;
+            sync.sync_log()?;
         }
         Ok(())
     }
