@@ -284,6 +284,7 @@ mod tests {
             jail.set_env("GAPWATCH__INGEST__MAX_BATCH_EVENTS", "500");
             jail.set_env("GAPWATCH__ALERTS__GAP_WIDENING__H", "5.5");
             jail.set_env("GAPWATCH__SCORING__SLA__MAJOR_RESPONSE_HOURS", "0.5");
+            jail.set_env("GAPWATCH__STORAGE__SYNC_TO_DEVICE", "false");
             let config =
                 Config::load(Some(Path::new("gapwatch.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.server.listen, "0.0.0.0:6000".parse().unwrap());
@@ -295,6 +296,11 @@ mod tests {
             assert_eq!(config.scoring.sla.major_response_hours, 0.5);
             assert_eq!(config.scoring.sla.minor_response_hours, 2.0);
             assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
+            assert!(!config.store_options().sync_to_device);
+            assert!(
+                Config::default().store_options().sync_to_device,
+                "on by default"
+            );
             Ok(())
         });
     }
