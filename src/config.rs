@@ -109,7 +109,7 @@ pub struct StorageConfig {
     /// The sled data directory (one process per directory).
     pub data_dir: PathBuf,
     /// sled page cache in MiB. 128 measured as fast as 256 at 100k and at
-    /// 1M customers, for ~120 MiB less RSS at 1M (docs/PERFORMANCE.md);
+    /// 1M customers, for 30–120 MiB less RSS at 1M (docs/PERFORMANCE.md);
     /// 64 cost a third of the throughput at 1M.
     pub cache_capacity_mb: u64,
     /// Customer records the writer keeps decoded in memory (0: none).
