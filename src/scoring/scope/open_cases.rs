@@ -47,8 +47,6 @@ fn due_at(hour: i64) -> Millis {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OpenCases {
-    /// Open cases: adds minus retracts.
-    count: u64,
     /// Past-SLA rates by deadline hour, for hours after `folded_through`.
     by_deadline_hour: BTreeMap<i64, Decayed>,
     /// The cases of every hour up to `folded_through`, summed.
@@ -59,7 +57,6 @@ pub struct OpenCases {
 impl Default for OpenCases {
     fn default() -> Self {
         Self {
-            count: 0,
             by_deadline_hour: BTreeMap::new(),
             folded: Decayed::default(),
             folded_through: i64::MIN,
@@ -71,11 +68,8 @@ impl OpenCases {
     /// Buckets from minute keys (the layout of earlier builds): each goes to
     /// the hour its minute falls in, rounded up, which is where a retraction
     /// of one of its cases now looks.
-    pub fn from_minute_buckets(count: u64, by_minute: BTreeMap<i64, Decayed>, h_ms: f64) -> Self {
-        let mut cases = Self {
-            count,
-            ..Self::default()
-        };
+    pub fn from_minute_buckets(by_minute: BTreeMap<i64, Decayed>, h_ms: f64) -> Self {
+        let mut cases = Self::default();
         for (minute, bucket) in by_minute {
             let hour = deadline_hour(minute.saturating_mul(60_000));
             let slot = cases.by_deadline_hour.entry(hour).or_default();
@@ -84,8 +78,13 @@ impl OpenCases {
         cases
     }
 
+    /// Open cases: each bucket counts the cases it holds.
     pub fn count(&self) -> u64 {
-        self.count
+        self.by_deadline_hour
+            .values()
+            .fold(self.folded.count(), |n, bucket| {
+                n.saturating_add(bucket.count())
+            })
     }
 
     /// Adds or takes back one case due at `deadline` whose past-SLA rate is
@@ -104,10 +103,6 @@ impl OpenCases {
         if bucket.is_empty() && hour > self.folded_through {
             self.by_deadline_hour.remove(&hour);
         }
-        self.count = match delta {
-            Delta::Add => self.count.saturating_add(1),
-            Delta::Retract => self.count.saturating_sub(1),
-        };
     }
 
     /// Folds the buckets more than [`FOLD_LAG_HOURS`] behind an event at
@@ -245,7 +240,7 @@ mod tests {
             d.add(rate, 1.0, 0, H);
             by_minute.insert(minute, d);
         }
-        let cases = OpenCases::from_minute_buckets(3, by_minute, H);
+        let cases = OpenCases::from_minute_buckets(by_minute, H);
         assert_eq!(cases.bucket_count(), 2);
         assert!(close(mean_past_due(&cases, 11 * HOUR), (46.0 + 19.0) / 2.0));
         // Retracting finds the case in the hour its deadline rounds up to.
