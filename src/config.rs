@@ -114,11 +114,16 @@ pub struct StorageConfig {
     pub cache_capacity_mb: u64,
     /// Customer records the writer keeps decoded in memory (0: none).
     pub cached_customers: usize,
-    /// After each group commit's flush, `fdatasync` what sled 0.34 leaves
-    /// in the page cache, so acknowledged events also survive a power cut
-    /// or kernel crash, not only the process being killed (see
+    /// `fdatasync` each group commit's write-ahead log record before the
+    /// ack, and what sled 0.34 leaves in the page cache at each checkpoint,
+    /// so acknowledged events also survive a power cut or kernel crash, not
+    /// only the process being killed (see `store::wal`,
     /// `store::device_sync`).
     pub sync_to_device: bool,
+    /// How often sled is flushed as a checkpoint of the write-ahead log
+    /// (sooner when the log reaches 64 MiB). Longer: fewer flushes; a start
+    /// after a crash replays up to this much. 0: after every commit.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -128,6 +133,7 @@ impl Default for StorageConfig {
             cache_capacity_mb: 128,
             cached_customers: 50_000,
             sync_to_device: true,
+            checkpoint_interval_ms: 1_000,
         }
     }
 }
@@ -253,6 +259,9 @@ impl Config {
             cache_capacity: self.storage.cache_capacity_mb * 1024 * 1024,
             half_life_ms: self.scoring.half_life_ms(),
             sync_to_device: self.storage.sync_to_device,
+            checkpoint_interval: std::time::Duration::from_millis(
+                self.storage.checkpoint_interval_ms,
+            ),
         }
     }
 

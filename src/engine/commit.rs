@@ -1,7 +1,7 @@
 //! The second stage of the writer's pipeline. The writer stages a group
 //! commit (its own reads see it at once) and hands it here; this thread
-//! makes it durable (journal entry, flush, then the keys: see
-//! `store::journal`), and only then publishes its alert
+//! makes it durable (a write-ahead log record, then the keys: see
+//! `store::wal`), and only then publishes its alert
 //! transitions and answers its callers. Meanwhile the writer builds the next
 //! commit. Stages arrive and complete in order, so answers leave in the
 //! order the writer made them, and a duplicate of an event still in flight
@@ -159,10 +159,10 @@ impl Committer {
             }
         }
         // The writer closed the pipeline: a stop. After a failure the
-        // journal is what the next start repairs from, so it stays.
+        // log is what the next start repairs from, so it stays.
         if failed.is_none() {
-            if let Err(e) = self.store.close_journal() {
-                tracing::warn!(error = %e, "could not close the commit journal; the next start applies it again");
+            if let Err(e) = self.store.close_wal() {
+                tracing::warn!(error = %e, "could not checkpoint the write-ahead log; the next start replays it");
             }
         }
     }

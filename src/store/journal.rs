@@ -1,22 +1,12 @@
-//! The commit journal: how a pipelined group commit stays atomic without
-//! sled's `apply_batch`.
-//!
-//! `apply_batch` holds a process-wide write lock while it applies, and every
-//! sled read waits for it: the writer building the next commit would stall
-//! on each read. Instead a commit is written as one journal value (a single
-//! insert, atomic by itself) and flushed — from then on it is durable — and
-//! only then applied key by key, which takes no global lock. A crash between
-//! the two leaves the journal entry; [`Store::open`] applies it again.
-//!
-//! The last two entries are kept: when entry N is written, the keys of entry
-//! N−2 were applied before the flush of entry N−1 returned, so they are
-//! durable and its entry can go. The entries present at a start are
-//! therefore always the latest ones, in order, and applying them again (in
-//! order) is idempotent.
+//! A commit's writes as bytes: the payload of a write-ahead log record (see
+//! `wal`). Builds before the log kept such entries in a sled tree of their
+//! own, `journal`; a start still applies (and removes) any a crash left
+//! there, see [`replay_legacy`].
 
 use sled::IVec;
 
-use super::{keys, Result, Store, StoreError};
+use super::checkpoint::Flusher;
+use super::{keys, Result, StoreError};
 
 /// Format version of a journal entry (independent of the value codec: the
 /// values inside are already encoded).
@@ -24,20 +14,19 @@ const FORMAT: u8 = 1;
 const PUT: u8 = 1;
 const DELETE: u8 = 0;
 
-/// Journal entries kept after a commit (see the module docs).
-pub(super) const KEPT: usize = 2;
-
 pub(super) type Writes = [(IVec, Option<IVec>)];
 
 /// `FORMAT`, the number of writes (u32 LE), then per write: key length
 /// (u32 LE), key, `PUT` or `DELETE`, and for a put the value length (u32 LE)
-/// and value.
-pub(super) fn encode(writes: &Writes) -> Vec<u8> {
+/// and value; after `skip` zero bytes (room for a header, so the record is
+/// written without another copy).
+pub(super) fn encode_after(skip: usize, writes: &Writes) -> Vec<u8> {
     let size: usize = writes
         .iter()
         .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
         .sum();
-    let mut out = Vec::with_capacity(5 + size);
+    let mut out = Vec::with_capacity(skip + 5 + size);
+    out.resize(skip, 0);
     out.push(FORMAT);
     let count = u32::try_from(writes.len()).expect("under 4 G writes per commit");
     out.extend_from_slice(&count.to_le_bytes());
@@ -107,49 +96,32 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Store {
-    /// After the last commit of a clean stop: makes every applied write
-    /// durable, then removes the journal entries, so that the next start
-    /// has nothing to apply again. (The entries kept for safety are the
-    /// two latest commits; at a million customers, each of ~8,300 events.)
-    pub fn close_journal(&self) -> Result<()> {
-        self.flush()?;
-        let mut batch = sled::Batch::default();
-        for entry in self.journal.scan_prefix([keys::JOURNAL]).keys() {
-            batch.remove(entry?);
-        }
-        self.journal.apply_batch(batch)?;
-        if let Some(staged) = &self.staged {
-            staged
-                .journal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
-        }
-        self.flush()?;
-        Ok(())
+/// Applies the entries a crash left in the `journal` tree of an earlier
+/// build (in order, atomically each), makes them durable and removes them.
+/// Returns how many there were.
+pub(super) fn replay_legacy(
+    journal: &sled::Tree,
+    tree: &sled::Tree,
+    flusher: &Flusher,
+) -> Result<usize> {
+    let mut entries = 0;
+    let mut applied = sled::Batch::default();
+    for entry in journal.scan_prefix([keys::JOURNAL]) {
+        let (key, value) = entry?;
+        tree.apply_batch(super::sled_batch(decode(&value)?))?;
+        applied.remove(key);
+        entries += 1;
     }
-
-    /// Journal entries present (commits a start would apply again).
-    #[cfg(test)]
-    pub fn journal_entries(&self) -> usize {
-        self.journal.len()
+    if entries > 0 {
+        flusher.flush()?;
+        journal.apply_batch(applied)?;
+        flusher.flush()?;
+        tracing::info!(
+            entries,
+            "applied commits a crash left in the journal of an earlier build"
+        );
     }
-
-    /// Applies the journal entries a crash left (in order, atomically each)
-    /// and removes them. Returns how many there were.
-    pub(super) fn replay_journal(&self) -> Result<usize> {
-        let mut entries = 0;
-        for entry in self.journal.scan_prefix([keys::JOURNAL]).values() {
-            self.tree.apply_batch(super::sled_batch(decode(&entry?)?))?;
-            entries += 1;
-        }
-        if entries > 0 {
-            self.close_journal()?;
-            tracing::info!(entries, "applied commits a crash left in the journal");
-        }
-        Ok(entries)
-    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -163,9 +135,11 @@ mod tests {
             (IVec::from(&b"gone"[..]), None),
             (IVec::from(&b"e"[..]), Some(IVec::from(&b""[..]))),
         ];
-        let bytes = encode(&writes);
+        let bytes = encode_after(0, &writes);
         assert_eq!(decode(&bytes).unwrap(), writes);
-        assert_eq!(decode(&encode(&[])).unwrap(), Vec::new());
+        assert_eq!(decode(&encode_after(0, &[])).unwrap(), Vec::new());
+        let after = encode_after(3, &writes);
+        assert_eq!((&after[..3], &after[3..]), (&[0u8; 3][..], &bytes[..]));
         for cut in [1, 5, 9, bytes.len() - 1] {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

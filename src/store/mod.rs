@@ -1,7 +1,8 @@
-//! The only code that touches sled. One tree with the key layout of `keys`
-//! (plus the commit journal's own tree), values in the versioned codec of
-//! `codec`, and group commit: a [`WriteBatch`] is made durable atomically
-//! before anyone is told.
+//! The only code that touches sled (and the data dir). One tree with the
+//! key layout of `keys`, values in the versioned codec of `codec`, and group
+//! commit: a [`WriteBatch`] is made durable atomically, as one record of the
+//! write-ahead log (`wal`), before anyone is told; sled is flushed as the
+//! log's checkpoint (`checkpoint`).
 //!
 //! The engine pipelines its commits: it *stages* a batch (its own reads see
 //! it at once, through [`Store::pipelined`], customer records excepted: see
@@ -9,16 +10,19 @@
 //! the first. Every other handle reads committed state only.
 
 mod alerts;
+mod checkpoint;
 pub mod codec;
 mod device_sync;
 mod journal;
 pub mod keys;
 mod record;
+mod wal;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -36,8 +40,10 @@ pub enum StoreError {
         "storage: value written by schema version {found}, this build reads version {expected}"
     )]
     Schema { found: u8, expected: u8 },
-    #[error("storage: syncing to the device: {0}")]
-    DeviceSync(#[from] std::io::Error),
+    #[error("storage: data dir I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage: checkpoint failed: {0}")]
+    Checkpoint(String),
 }
 
 pub use record::{CustomerRecord, RecentIds};
@@ -52,9 +58,12 @@ pub struct StoreOptions {
     /// The scoring half-life: converting scope states written by earlier
     /// builds merges decayed sums.
     pub half_life_ms: f64,
-    /// Follow every flush with `fdatasync` of what sled leaves in the page
-    /// cache (see `device_sync`).
+    /// `fdatasync` every write-ahead log record before its commit is
+    /// acknowledged, and what sled leaves in the page cache at every
+    /// checkpoint (see `device_sync`).
     pub sync_to_device: bool,
+    /// How often sled is flushed (a checkpoint of the write-ahead log).
+    pub checkpoint_interval: Duration,
 }
 
 /// A handle on the data dir. Cheap to clone; reads may happen from any
@@ -63,16 +72,15 @@ pub struct StoreOptions {
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
-    /// The commit journal (see `journal`), in its own tree so that its
-    /// large entries never share a page with the small values of `tree`.
-    journal: sled::Tree,
     /// The dir holds `i` keys: the id index of builds before ids moved into
     /// customer records, still consulted for the events they accepted.
     legacy_ids: bool,
     /// Writes staged but not yet committed, read before sled; only on the
     /// engine's handle (see [`Store::pipelined`]).
     staged: Option<Arc<Staged>>,
-    device_sync: Option<Arc<device_sync::DeviceSync>>,
+    wal: Arc<wal::Wal>,
+    #[cfg(test)]
+    flusher: Arc<checkpoint::Flusher>,
 }
 
 /// Staged writes by key: the latest value (`None`: removed) and the number
@@ -81,8 +89,6 @@ pub struct Store {
 struct Staged {
     writes: Mutex<StagedWrites>,
     last_number: AtomicU64,
-    /// Numbers of the journal entries still kept, oldest first.
-    journal: Mutex<std::collections::VecDeque<u64>>,
 }
 
 impl Staged {
@@ -131,31 +137,43 @@ impl Store {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity)
-            // The engine flushes after every group commit; no background
-            // flusher competes with it (concurrent flushes can deadlock).
+            // Commits are durable in the write-ahead log; sled is flushed
+            // by its checkpoints only (concurrent flushes can deadlock).
             .flush_every_ms(None)
             // Larger segments written less often: more space, fewer stalls.
             .mode(sled::Mode::HighThroughput);
         let db = open_waiting_for_lock(&config)?;
         let tree = db.open_tree("gapwatch")?;
+        // Commits of builds before the write-ahead log: applied (if a crash
+        // left any) below, never written.
         let journal = db.open_tree("journal")?;
         let legacy_ids = tree.scan_prefix([keys::EVENT_ID]).next().is_some();
         let device_sync = if options.sync_to_device {
-            Some(Arc::new(device_sync::DeviceSync::open(path)?))
+            Some(device_sync::DeviceSync::open(path)?)
         } else {
             None
         };
+        let flusher = Arc::new(checkpoint::Flusher::new(db.clone(), device_sync));
+        // Oldest first: an earlier build's journal, then the log.
+        journal::replay_legacy(&journal, &tree, &flusher)?;
+        let (wal, _) = wal::Wal::open(
+            path,
+            &tree,
+            flusher.clone(),
+            options.sync_to_device,
+            options.checkpoint_interval,
+        )?;
         let store = Self {
             db,
             tree,
-            journal,
             legacy_ids,
             staged: None,
-            device_sync,
+            wal: Arc::new(wal),
+            #[cfg(test)]
+            flusher,
         };
         store.initialise()?;
-        // The journal may hold scope states of the old layout: convert after.
-        store.replay_journal()?;
+        // What was replayed may hold scope states of the old layout.
         store.convert_legacy_scopes(options.half_life_ms)?;
         Ok(store)
     }
@@ -176,20 +194,6 @@ impl Store {
                 batch.put(schema_key, &codec::SCHEMA_VERSION)?;
                 self.commit(batch)?;
             }
-        }
-        Ok(())
-    }
-
-    /// sled's flush, wrapped (with `sync_to_device`) in the device syncs of
-    /// `device_sync`. Only the engine's commit path and `open` flush: one
-    /// flusher at a time.
-    fn flush(&self) -> Result<()> {
-        if let Some(sync) = &self.device_sync {
-            sync.sync_blobs()?;
-        }
-        self.db.flush()?;
-        if let Some(sync) = &self.device_sync {
-            sync.sync_log()?;
         }
         Ok(())
     }
@@ -373,18 +377,30 @@ impl Store {
             })
     }
 
-    /// Applies a batch atomically, then flushes: when this returns Ok, every
-    /// write of the batch survives `kill -9`.
+    /// Logs a batch, then applies it atomically: when this returns Ok,
+    /// every write of the batch survives `kill -9` (and, with
+    /// `sync_to_device`, a power cut).
     pub fn commit(&self, mut batch: WriteBatch) -> Result<()> {
         let mut writes = std::mem::take(&mut batch.writes);
         encode_records(&batch.records, &mut writes, &mut batch.scratch)?;
-        self.apply_and_flush(&writes)
+        let mut record = wal::record(&writes);
+        self.wal.commit(&mut record, || {
+            self.tree.apply_batch(sled_batch(writes))?;
+            Ok(())
+        })
     }
 
-    fn apply_and_flush(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
-        self.tree.apply_batch(sled_batch(writes.iter().cloned()))?;
-        self.flush()?;
-        Ok(())
+    /// Bytes in the write-ahead log not checkpointed yet (tests).
+    #[cfg(test)]
+    pub fn wal_pending_bytes(&self) -> u64 {
+        self.wal.pending_bytes()
+    }
+
+    /// Checkpoints every commit so far and waits for it: after the last
+    /// commit of a clean stop, so that the next start has nothing to
+    /// replay.
+    pub fn close_wal(&self) -> Result<()> {
+        self.wal.checkpoint_now()
     }
 
     /// Makes a batch visible to this handle's point reads at once; it
@@ -414,48 +430,29 @@ impl Store {
         }
     }
 
-    /// Makes a staged batch durable and atomic (one journal entry, then
-    /// `flush`: see `journal`), applies its writes to the tree, then stops
-    /// reading them from the stage. When this returns Ok, every write of
-    /// the batch survives `kill -9`. On failure the writes stay staged: the
-    /// engine refuses all work from then on, and the next open repairs
-    /// the tree from the journal.
+    /// Makes a staged batch durable and atomic (one record of the
+    /// write-ahead log), applies its writes to the tree key by key, then
+    /// stops reading them from the stage. When this returns Ok, every write
+    /// of the batch survives `kill -9`. On failure the writes stay staged:
+    /// the engine refuses all work from then on, and the next open repairs
+    /// the tree from the log.
     ///
     /// # Panics
     /// On a handle that is not [`Store::pipelined`].
     pub fn commit_staged(&self, mut batch: StagedBatch) -> Result<()> {
         batch.encode_records()?;
-        self.journal_and_flush(batch.number, &batch.writes)?;
-        self.apply_staged(&batch.writes)?;
+        let mut record = wal::record(&batch.writes);
+        self.wal
+            .commit(&mut record, || self.apply_staged(&batch.writes))?;
         self.unstage(batch.number, &batch.writes[..batch.staged_writes]);
         // Only now may the engine's cache let go of the records.
         drop(batch);
         Ok(())
     }
 
-    /// The durable half of [`Store::commit_staged`].
-    fn journal_and_flush(
-        &self,
-        number: u64,
-        writes: &[(sled::IVec, Option<sled::IVec>)],
-    ) -> Result<()> {
-        let staged = self.staged.as_ref().expect("commit on a pipelined handle");
-        let entry = keys::numbered(keys::JOURNAL, number);
-        self.journal.insert(entry, journal::encode(writes))?;
-        {
-            let mut kept = staged.journal.lock().unwrap_or_else(|e| e.into_inner());
-            kept.push_back(number);
-            while kept.len() > journal::KEPT {
-                let old = kept.pop_front().expect("longer than KEPT");
-                self.journal.remove(keys::numbered(keys::JOURNAL, old))?;
-            }
-        }
-        self.flush()?;
-        Ok(())
-    }
-
-    /// Applies a journaled batch key by key (no global lock: see
-    /// `journal`).
+    /// Applies a logged batch key by key: `apply_batch` would hold sled's
+    /// process-wide write lock, stalling the writer's reads meanwhile. The
+    /// record is what makes the batch atomic across a crash.
     fn apply_staged(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
         for (key, value) in writes {
             match value {
@@ -675,6 +672,7 @@ mod tests {
             cache_capacity: 1 << 20,
             half_life_ms: crate::scoring::Params::default().half_life_ms(),
             sync_to_device: true,
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 
@@ -720,69 +718,157 @@ mod tests {
         assert!(pipelined.staged.as_ref().unwrap().lock().is_empty());
     }
 
-    #[test]
-    fn a_journaled_commit_that_was_not_applied_is_applied_at_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path(), &options()).unwrap().pipelined();
-            store
-                .commit_staged(store.stage(scope_batch("gone", 1)))
-                .unwrap();
-            let mut batch = scope_batch("all", 1);
-            batch.delete(keys::with_prefix(keys::SCOPE, "gone"));
-            batch.put_customer("alice", Arc::new(record_with_churn_alert(7)));
-            let mut first = store.stage(batch);
-            let mut second = store.stage(scope_batch("all", 3));
-            // A crash after both journal flushes, before either was applied.
-            for batch in [&mut first, &mut second] {
-                batch.encode_records().unwrap();
-                store
-                    .journal_and_flush(batch.number, &batch.writes)
-                    .unwrap();
-            }
-            assert_eq!(store.journal.len(), 2, "the last two entries are kept");
-            let fresh = Store {
-                staged: None,
-                ..store.clone()
-            };
-            assert_eq!(customers_of(&fresh, "all"), None);
-            assert_eq!(customers_of(&fresh, "gone"), Some(1));
-            assert_eq!(fresh.customer_record("alice").unwrap(), None);
+    /// Options under which nothing is checkpointed before a close.
+    fn without_checkpoints() -> StoreOptions {
+        StoreOptions {
+            checkpoint_interval: Duration::from_secs(3_600),
+            ..options()
         }
-        let store = Store::open(dir.path(), &options()).unwrap();
-        assert_eq!(customers_of(&store, "all"), Some(3), "applied in order");
+    }
+
+    fn wal_files(dir: &Path) -> Vec<u64> {
+        wal::generations(&dir.join("wal"))
+            .unwrap()
+            .into_iter()
+            .map(|(generation, _)| generation)
+            .collect()
+    }
+
+    /// Commits "gone", then deletes it and writes "all" (1, 3) and alice.
+    fn commit_a_history(store: &Store) {
+        store
+            .commit_staged(store.stage(scope_batch("gone", 1)))
+            .unwrap();
+        let mut batch = scope_batch("all", 1);
+        batch.delete(keys::with_prefix(keys::SCOPE, "gone"));
+        batch.put_customer("alice", Arc::new(record_with_churn_alert(7)));
+        store.commit_staged(store.stage(batch)).unwrap();
+        store
+            .commit_staged(store.stage(scope_batch("all", 3)))
+            .unwrap();
+    }
+
+    fn assert_history(store: &Store) {
+        assert_eq!(customers_of(store, "all"), Some(3), "applied in order");
         let alice = store.customer_record("alice").unwrap().expect("replayed");
-        assert_eq!(alice, record_with_churn_alert(7), "records are journaled");
-        assert_eq!(customers_of(&store, "gone"), None, "deletes replayed");
-        assert!(store.journal.is_empty(), "replayed entries are removed");
+        assert_eq!(alice, record_with_churn_alert(7), "records are logged");
+        assert_eq!(customers_of(store, "gone"), None, "deletes replayed");
     }
 
     #[test]
-    fn commits_keep_the_two_latest_journal_entries_and_a_clean_close_none() {
+    fn the_write_ahead_log_alone_restores_every_commit() {
+        let written = tempfile::tempdir().unwrap();
+        let store = Store::open(written.path(), &without_checkpoints()).unwrap();
+        commit_a_history(&store.pipelined());
+        assert!(store.wal_pending_bytes() > 0);
+        // A data dir whose sled never saw the commits: only the log files.
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::create_dir(crashed.path().join("wal")).unwrap();
+        for generation in wal_files(written.path()) {
+            let name = wal::file_name(generation);
+            let from = written.path().join("wal").join(&name);
+            std::fs::copy(from, crashed.path().join("wal").join(&name)).unwrap();
+        }
+        let restored = Store::open(crashed.path(), &without_checkpoints()).unwrap();
+        assert_history(&restored);
+        assert_eq!(restored.wal_pending_bytes(), 0, "replayed, checkpointed");
+        let generation = wal_files(crashed.path());
+        assert_eq!(generation.len(), 1, "one new, empty file: {generation:?}");
+    }
+
+    #[test]
+    fn a_record_cut_short_ends_the_replay_and_damage_before_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = without_checkpoints();
+        let newest = {
+            let store = Store::open(dir.path(), &options).unwrap().pipelined();
+            commit_a_history(&store);
+            let newest = *wal_files(dir.path()).last().unwrap();
+            dir.path().join("wal").join(wal::file_name(newest))
+        };
+        // A commit cut short after the history: never acknowledged.
+        let mut cut = wal::record(&[(keys::with_prefix(keys::SCOPE, "all").into(), None)]);
+        wal::seal(&mut cut);
+        cut.truncate(cut.len() - 1);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&newest)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &cut).unwrap();
+        drop(file);
+        let history = std::fs::read(&newest).unwrap();
+        {
+            let store = Store::open(dir.path(), &options).unwrap();
+            assert_history(&store);
+        }
+        // The same bytes in an older generation, before a newer one: damage.
+        std::fs::write(dir.path().join("wal").join(wal::file_name(1)), &history).unwrap();
+        let refused = Store::open(dir.path(), &options).err().expect("refused");
+        assert!(refused.to_string().contains("write-ahead log"), "{refused}");
+    }
+
+    #[test]
+    fn checkpoints_empty_the_log_and_a_clean_close_leaves_nothing_to_replay() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), &options()).unwrap().pipelined();
+            let every_commit = StoreOptions {
+                checkpoint_interval: Duration::ZERO,
+                ..options()
+            };
+            let store = Store::open(dir.path(), &every_commit).unwrap().pipelined();
             for n in 1..=5 {
                 store
                     .commit_staged(store.stage(scope_batch("all", n)))
                     .unwrap();
             }
-            assert_eq!(store.journal.len(), journal::KEPT);
-            store.close_journal().unwrap();
+            // A commit hands its generation over when the last is done.
             assert!(
-                store.journal.is_empty(),
-                "nothing to apply at the next start"
+                wal_files(dir.path()).len() <= 3,
+                "{:?}",
+                wal_files(dir.path())
             );
-            // Commits after a close journal as before.
-            store
-                .commit_staged(store.stage(scope_batch("all", 6)))
-                .unwrap();
-            assert_eq!(store.journal.len(), 1);
-            store.close_journal().unwrap();
-            assert!(store.journal.is_empty());
+            store.close_wal().unwrap();
+            assert_eq!(store.wal_pending_bytes(), 0, "nothing to replay");
+            assert_eq!(wal_files(dir.path()).len(), 1, "the empty active file");
+        }
+        {
+            let store = Store::open(dir.path(), &without_checkpoints()).unwrap();
+            assert_eq!(customers_of(&store, "all"), Some(5), "every commit kept");
+            // Commits after a close are logged as before.
+            store.commit(scope_batch("all", 6)).unwrap();
+            assert!(store.wal_pending_bytes() > 0);
+            store.close_wal().unwrap();
+            assert_eq!(store.wal_pending_bytes(), 0);
         }
         let store = Store::open(dir.path(), &options()).unwrap();
-        assert_eq!(customers_of(&store, "all"), Some(6), "every commit kept");
+        assert_eq!(customers_of(&store, "all"), Some(6));
+    }
+
+    #[test]
+    fn entries_a_crash_left_in_the_journal_of_an_earlier_build_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &options()).unwrap();
+            store.commit(scope_batch("gone", 1)).unwrap();
+            store.close_wal().unwrap();
+            // What the earlier build left: two entries, never applied.
+            let mut first = scope_batch("all", 1);
+            first.delete(keys::with_prefix(keys::SCOPE, "gone"));
+            first.put_customer("alice", Arc::new(record_with_churn_alert(7)));
+            let journal = store.db.open_tree("journal").unwrap();
+            for (number, mut batch) in [(8, first), (9, scope_batch("all", 3))] {
+                let mut writes = std::mem::take(&mut batch.writes);
+                encode_records(&batch.records, &mut writes, &mut batch.scratch).unwrap();
+                let entry = journal::encode_after(0, &writes);
+                journal
+                    .insert(keys::numbered(keys::JOURNAL, number), entry)
+                    .unwrap();
+            }
+            store.flusher.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert_history(&store);
+        assert!(store.db.open_tree("journal").unwrap().is_empty(), "removed");
     }
 
     #[test]
@@ -840,15 +926,18 @@ mod tests {
                 .put(keys::with_prefix(keys::SCOPE, "all"), &legacy(60_001))
                 .unwrap();
             store.commit(batch).unwrap();
-            // One more only in the journal, as a crash would leave it.
+            // One more only in an earlier build's journal, as a crash
+            // would leave it.
             let mut batch = WriteBatch::default();
             batch
                 .put(keys::with_prefix(keys::SCOPE, "north"), &legacy(1))
                 .unwrap();
-            let staged = store.stage(batch);
-            store
-                .journal_and_flush(staged.number, &staged.writes)
+            let journal = store.db.open_tree("journal").unwrap();
+            let entry = journal::encode_after(0, &batch.writes);
+            journal
+                .insert(keys::numbered(keys::JOURNAL, 1), entry)
                 .unwrap();
+            store.flusher.flush().unwrap();
             // This build refuses to read the old layout as the new one.
             assert!(matches!(
                 store.scope("all"),
@@ -869,7 +958,7 @@ mod tests {
     }
 
     #[test]
-    fn with_sync_to_device_every_blob_sled_wrote_is_synced_by_the_commit() {
+    fn with_sync_to_device_every_blob_sled_wrote_is_synced_by_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = || -> std::collections::BTreeSet<String> {
             std::fs::read_dir(dir.path().join("blobs"))
@@ -877,34 +966,41 @@ mod tests {
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect()
         };
-        let store = Store::open(dir.path(), &options()).unwrap().pipelined();
-        let sync = store.device_sync.clone().expect("on in these options");
+        let store = Store::open(dir.path(), &without_checkpoints())
+            .unwrap()
+            .pipelined();
+        let sync = || {
+            let sync = store.flusher.device_sync().expect("on in these options");
+            sync.synced_blobs()
+                .into_keys()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
         // Events of 300 KiB: their chunk is over sled's 128 KiB blob limit.
         let big = |id: &str| Event {
             attributes: vec![("note".into(), "x".repeat(300 * 1024))],
             ..event(id)
         };
         for n in 0..3u64 {
-            // The keys of the commit before were applied after its flush;
-            // this commit's flush makes them durable, blobs included.
             let before = blobs();
             let mut batch = scope_batch("all", n + 1);
             batch.put_events(n + 1, &[big(&format!("e{n}"))]).unwrap();
             store.commit_staged(store.stage(batch)).unwrap();
-            let synced = sync.synced_blobs();
+            let written = blobs();
+            assert!(written.difference(&before).next().is_some(), "a new blob");
+            store.close_wal().unwrap();
+            let synced = sync();
             assert!(
-                before.is_subset(&synced),
-                "unsynced blobs after commit {n}: {before:?} against {synced:?}"
+                written.is_subset(&synced),
+                "unsynced blobs after checkpoint {n}: {written:?} against {synced:?}"
             );
-            // The commit's own journal entry is a blob too.
-            assert!(synced.difference(&before).next().is_some(), "{synced:?}");
         }
         let off = StoreOptions {
             sync_to_device: false,
             ..options()
         };
-        drop((store, sync));
-        assert!(Store::open(dir.path(), &off).unwrap().device_sync.is_none());
+        drop(store);
+        let store = Store::open(dir.path(), &off).unwrap();
+        assert!(store.flusher.device_sync().is_none());
     }
 
     #[test]

@@ -1,0 +1,327 @@
+//! The write-ahead log: where a group commit becomes durable.
+//!
+//! A commit is appended to the current log file as one record and, with
+//! `storage.sync_to_device`, `fdatasync`ed: one device wait per commit. Only
+//! then are its writes applied to sled, which is not flushed per commit.
+//! sled is flushed as a *checkpoint*, on a thread of its own (see
+//! `checkpoint`): about once per `checkpoint_interval`, or when a file
+//! reaches [`MAX_FILE_BYTES`], the committing thread starts a new file (the
+//! next generation) and hands the full one over; once sled's flush returns,
+//! every write of that generation is durable in sled and its file is
+//! deleted. A start replays the files left, oldest first, then checkpoints.
+//!
+//! Why not sled's flush per commit: it waited for the device twice (the
+//! log's `sync_file_range`, then the `fdatasync` that makes it survive a
+//! power cut) and wrote out a partly filled log buffer each time.
+//!
+//! Replaying is idempotent: a record holds final values (puts and deletes)
+//! and records are applied in commit order, so applying again a generation
+//! a checkpoint already made durable in sled (a crash before its file was
+//! deleted) ends in the same state. Every write reaches sled through a
+//! record first, so the files left always hold every commit sled may lack.
+//!
+//! A record: payload length (u32 LE), CRC-32 of the payload (u32 LE), then
+//! the payload (the commit's writes, see `journal::encode_after`). A commit
+//! is acknowledged only once its record is whole on disk, so a record cut
+//! short can only be the newest file's last, unacknowledged one: replay
+//! stops there. Damage anywhere else is refused, not skipped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::checkpoint::{Checkpointer, Flusher};
+use super::{journal, Result, StoreError};
+
+/// Length and CRC, before each payload.
+pub(super) const HEADER: usize = 8;
+
+/// A file this large is checkpointed before its interval is up, which bounds
+/// what a start after a crash replays.
+pub(super) const MAX_FILE_BYTES: u64 = 64 << 20;
+
+const SUFFIX: &str = ".wal";
+
+pub(super) struct Wal {
+    dir: PathBuf,
+    sync_to_device: bool,
+    interval: Duration,
+    active: Mutex<Active>,
+    checkpointer: Checkpointer,
+}
+
+/// The file being appended to.
+struct Active {
+    file: File,
+    generation: u64,
+    bytes: u64,
+    opened: Instant,
+}
+
+impl Wal {
+    /// Replays the files a crash left into `tree` (then checkpoints and
+    /// deletes them) and starts a new file. Returns the log and how many
+    /// records were replayed.
+    pub(super) fn open(
+        data_dir: &Path,
+        tree: &sled::Tree,
+        flusher: Arc<Flusher>,
+        sync_to_device: bool,
+        interval: Duration,
+    ) -> Result<(Self, usize)> {
+        let dir = data_dir.join("wal");
+        if !dir.exists() {
+            fs::create_dir(&dir)?;
+            if sync_to_device {
+                File::open(data_dir)?.sync_all()?;
+            }
+        }
+        let files = generations(&dir)?;
+        let mut replayed = 0;
+        for (index, (_, path)) in files.iter().enumerate() {
+            replayed += replay_file(path, tree, index + 1 == files.len())?;
+        }
+        if !files.is_empty() {
+            flusher.flush()?;
+            for (_, path) in &files {
+                fs::remove_file(path)?;
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "applied commits the write-ahead log held since its last checkpoint"
+            );
+        }
+        let generation = files.last().map_or(1, |(g, _)| g + 1);
+        let file = create(&dir, generation, sync_to_device)?;
+        let wal = Self {
+            checkpointer: Checkpointer::start(flusher, dir.clone()),
+            dir,
+            sync_to_device,
+            interval,
+            active: Mutex::new(Active {
+                file,
+                generation,
+                bytes: 0,
+                opened: Instant::now(),
+            }),
+        };
+        Ok((wal, replayed))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Active> {
+        // A poisoned file is still usable: a failed append fails its commit,
+        // and the engine accepts nothing more until a restart.
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `record` (built by [`record`]) durable, then runs `apply`,
+    /// which writes the same changes to sled. Commits are serialised here,
+    /// so a checkpoint never starts between a record and its apply.
+    pub(super) fn commit(
+        &self,
+        record: &mut [u8],
+        apply: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let mut active = self.lock();
+        self.checkpointer.check()?;
+        seal(record);
+        active.file.write_all(record)?;
+        if self.sync_to_device {
+            active.file.sync_data()?;
+        }
+        active.bytes += record.len() as u64;
+        apply()?;
+        let due = active.bytes >= MAX_FILE_BYTES || active.opened.elapsed() >= self.interval;
+        if due && active.bytes > 0 && self.checkpointer.idle() {
+            let full = self.rotate(&mut active)?;
+            self.checkpointer.request(full)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints everything committed so far and waits for it: at a clean
+    /// stop, so the next start has nothing to replay.
+    pub(super) fn checkpoint_now(&self) -> Result<()> {
+        let mut active = self.lock();
+        if active.bytes == 0 {
+            // Earlier generations may still be in the checkpointer's hands.
+            let previous = active.generation - 1;
+            drop(active);
+            return self.checkpointer.wait(previous);
+        }
+        let full = self.rotate(&mut active)?;
+        drop(active);
+        self.checkpointer.wait(full)
+    }
+
+    /// Starts the next generation; returns the one just filled.
+    fn rotate(&self, active: &mut Active) -> Result<u64> {
+        let next = active.generation + 1;
+        let file = create(&self.dir, next, self.sync_to_device)?;
+        let full = std::mem::replace(
+            active,
+            Active {
+                file,
+                generation: next,
+                bytes: 0,
+                opened: Instant::now(),
+            },
+        );
+        Ok(full.generation)
+    }
+
+    /// Bytes of records not checkpointed yet, in every file (tests).
+    #[cfg(test)]
+    pub(super) fn pending_bytes(&self) -> u64 {
+        generations(&self.dir)
+            .unwrap()
+            .iter()
+            .map(|(_, path)| fs::metadata(path).map_or(0, |m| m.len()))
+            .sum()
+    }
+}
+
+/// A commit's writes as a record: the header is left for [`Wal::commit`]
+/// to seal once the payload is final.
+pub(super) fn record(writes: &journal::Writes) -> Vec<u8> {
+    journal::encode_after(HEADER, writes)
+}
+
+/// Writes the header of a record built by [`record`].
+pub(super) fn seal(record: &mut [u8]) {
+    let (header, payload) = record.split_at_mut(HEADER);
+    let length = u32::try_from(payload.len()).expect("a commit under 4 GiB");
+    header[..4].copy_from_slice(&length.to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+}
+
+/// The payload of the record at `at`, and where the next one starts; `None`
+/// when the bytes there are not a whole, intact record. A payload is never
+/// empty, so a zero-filled tail (what a file grown but not written can show
+/// after a power cut) is not taken for records.
+fn read_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let header = bytes.get(at..at + HEADER)?;
+    let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    if length == 0 {
+        return None;
+    }
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let end = at + HEADER + length;
+    let payload = bytes.get(at + HEADER..end)?;
+    (crc32fast::hash(payload) == crc).then_some((payload, end))
+}
+
+/// Applies a file's records, each atomically. A damaged record ends the
+/// newest file (it was never acknowledged) and fails any other.
+fn replay_file(path: &Path, tree: &sled::Tree, newest: bool) -> Result<usize> {
+    let bytes = fs::read(path)?;
+    let mut at = 0;
+    let mut records = 0;
+    while at < bytes.len() {
+        let Some((payload, next)) = read_record(&bytes, at) else {
+            if newest {
+                tracing::warn!(
+                    file = %path.display(),
+                    dropped_bytes = bytes.len() - at,
+                    "the write-ahead log ends with a commit cut short; it was never acknowledged"
+                );
+                break;
+            }
+            return Err(StoreError::Codec(format!(
+                "write-ahead log {}: damaged record at byte {at}",
+                path.display()
+            )));
+        };
+        tree.apply_batch(super::sled_batch(journal::decode(payload)?))?;
+        records += 1;
+        at = next;
+    }
+    Ok(records)
+}
+
+pub(super) fn file_name(generation: u64) -> String {
+    format!("{generation:020}{SUFFIX}")
+}
+
+/// The log files in `dir`, oldest first.
+pub(super) fn generations(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let generation = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(SUFFIX))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(generation) = generation {
+            files.push((generation, entry.path()));
+        }
+    }
+    files.sort_unstable();
+    Ok(files)
+}
+
+/// A new, empty log file; its directory entry is synced, so that the records
+/// synced into it can be found after a power cut.
+fn create(dir: &Path, generation: u64, sync_to_device: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(dir.join(file_name(generation)))?;
+    if sync_to_device {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_read_back_whole_and_refused_when_cut_or_damaged() {
+        let mut first = record(&[(sled::IVec::from(&b"k"[..]), None)]);
+        seal(&mut first);
+        let mut second = record(&[(
+            sled::IVec::from(&b"key"[..]),
+            Some(sled::IVec::from(vec![9u8; 1000])),
+        )]);
+        seal(&mut second);
+        let bytes = [first.clone(), second.clone()].concat();
+        let (payload, next) = read_record(&bytes, 0).unwrap();
+        assert_eq!(payload, &first[HEADER..]);
+        assert_eq!(next, first.len());
+        let (payload, end) = read_record(&bytes, next).unwrap();
+        assert_eq!(payload, &second[HEADER..]);
+        assert_eq!(end, bytes.len());
+        assert!(read_record(&bytes, end).is_none(), "nothing after the end");
+        for cut in [first.len() + 3, first.len() + HEADER, bytes.len() - 1] {
+            assert!(read_record(&bytes[..cut], next).is_none(), "cut at {cut}");
+        }
+        let mut damaged = bytes.clone();
+        damaged[next + HEADER + 500] ^= 1;
+        assert!(read_record(&damaged, next).is_none(), "CRC mismatch");
+        assert!(read_record(&damaged, 0).is_some(), "the first is intact");
+        assert!(read_record(&[0u8; 64], 0).is_none(), "zeros are no record");
+    }
+
+    #[test]
+    fn generations_are_listed_oldest_first_and_other_files_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        for generation in [10, 2, 9] {
+            create(dir.path(), generation, false).unwrap();
+        }
+        fs::write(dir.path().join("notes.txt"), b"").unwrap();
+        let listed: Vec<u64> = generations(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
+        assert_eq!(listed, [2, 9, 10]);
+        assert!(create(dir.path(), 9, false).is_err(), "never reused");
+    }
+}
