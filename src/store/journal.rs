@@ -18,15 +18,13 @@ pub(super) type Writes = [(IVec, Option<IVec>)];
 
 /// `FORMAT`, the number of writes (u32 LE), then per write: key length
 /// (u32 LE), key, `PUT` or `DELETE`, and for a put the value length (u32 LE)
-/// and value; after `skip` zero bytes (room for a header, so the record is
-/// written without another copy).
-pub(super) fn encode_after(skip: usize, writes: &Writes) -> Vec<u8> {
+/// and value; appended to `out`.
+pub(super) fn encode_into(writes: &Writes, out: &mut Vec<u8>) {
     let size: usize = writes
         .iter()
         .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
         .sum();
-    let mut out = Vec::with_capacity(skip + 5 + size);
-    out.resize(skip, 0);
+    out.reserve(5 + size);
     out.push(FORMAT);
     let count = u32::try_from(writes.len()).expect("under 4 G writes per commit");
     out.extend_from_slice(&count.to_le_bytes());
@@ -42,6 +40,13 @@ pub(super) fn encode_after(skip: usize, writes: &Writes) -> Vec<u8> {
             None => out.push(DELETE),
         }
     }
+}
+
+/// [`encode_into`] a new buffer.
+#[cfg(test)]
+pub(super) fn encode(writes: &Writes) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(writes, &mut out);
     out
 }
 
@@ -135,11 +140,12 @@ mod tests {
             (IVec::from(&b"gone"[..]), None),
             (IVec::from(&b"e"[..]), Some(IVec::from(&b""[..]))),
         ];
-        let bytes = encode_after(0, &writes);
+        let bytes = encode(&writes);
         assert_eq!(decode(&bytes).unwrap(), writes);
-        assert_eq!(decode(&encode_after(0, &[])).unwrap(), Vec::new());
-        let after = encode_after(3, &writes);
-        assert_eq!((&after[..3], &after[3..]), (&[0u8; 3][..], &bytes[..]));
+        assert_eq!(decode(&encode(&[])).unwrap(), Vec::new());
+        let mut after = vec![1u8, 2, 3];
+        encode_into(&writes, &mut after);
+        assert_eq!((&after[..3], &after[3..]), (&[1u8, 2, 3][..], &bytes[..]));
         for cut in [1, 5, 9, bytes.len() - 1] {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

@@ -383,9 +383,8 @@ impl Store {
     pub fn commit(&self, mut batch: WriteBatch) -> Result<()> {
         let mut writes = std::mem::take(&mut batch.writes);
         encode_records(&batch.records, &mut writes, &mut batch.scratch)?;
-        let mut record = wal::record(&writes);
-        self.wal.commit(&mut record, || {
-            self.tree.apply_batch(sled_batch(writes))?;
+        self.wal.commit(&writes, || {
+            self.tree.apply_batch(sled_batch(writes.iter().cloned()))?;
             Ok(())
         })
     }
@@ -441,9 +440,8 @@ impl Store {
     /// On a handle that is not [`Store::pipelined`].
     pub fn commit_staged(&self, mut batch: StagedBatch) -> Result<()> {
         batch.encode_records()?;
-        let mut record = wal::record(&batch.writes);
         self.wal
-            .commit(&mut record, || self.apply_staged(&batch.writes))?;
+            .commit(&batch.writes, || self.apply_staged(&batch.writes))?;
         self.unstage(batch.number, &batch.writes[..batch.staged_writes]);
         // Only now may the engine's cache let go of the records.
         drop(batch);
@@ -787,8 +785,9 @@ mod tests {
             dir.path().join("wal").join(wal::file_name(newest))
         };
         // A commit cut short after the history: never acknowledged.
-        let mut cut = wal::record(&[(keys::with_prefix(keys::SCOPE, "all").into(), None)]);
-        wal::seal(&mut cut);
+        let mut cut = Vec::new();
+        let writes = [(keys::with_prefix(keys::SCOPE, "all").into(), None)];
+        wal::record_into(&writes, &mut cut);
         cut.truncate(cut.len() - 1);
         let mut file = std::fs::OpenOptions::new()
             .append(true)
@@ -859,7 +858,7 @@ mod tests {
             for (number, mut batch) in [(8, first), (9, scope_batch("all", 3))] {
                 let mut writes = std::mem::take(&mut batch.writes);
                 encode_records(&batch.records, &mut writes, &mut batch.scratch).unwrap();
-                let entry = journal::encode_after(0, &writes);
+                let entry = journal::encode(&writes);
                 journal
                     .insert(keys::numbered(keys::JOURNAL, number), entry)
                     .unwrap();
@@ -933,7 +932,7 @@ mod tests {
                 .put(keys::with_prefix(keys::SCOPE, "north"), &legacy(1))
                 .unwrap();
             let journal = store.db.open_tree("journal").unwrap();
-            let entry = journal::encode_after(0, &batch.writes);
+            let entry = journal::encode(&batch.writes);
             journal
                 .insert(keys::numbered(keys::JOURNAL, 1), entry)
                 .unwrap();

@@ -21,7 +21,7 @@
 //! record first, so the files left always hold every commit sled may lack.
 //!
 //! A record: payload length (u32 LE), CRC-32 of the payload (u32 LE), then
-//! the payload (the commit's writes, see `journal::encode_after`). A commit
+//! the payload (the commit's writes, see `journal::encode_into`). A commit
 //! is acknowledged only once its record is whole on disk, so a record cut
 //! short can only be the newest file's last, unacknowledged one: replay
 //! stops there. Damage anywhere else is refused, not skipped.
@@ -58,6 +58,9 @@ struct Active {
     generation: u64,
     bytes: u64,
     opened: Instant,
+    /// The record being written, kept for the next one: a large commit's
+    /// record is megabytes, which a fresh allocation would fault in anew.
+    buffer: Vec<u8>,
 }
 
 impl Wal {
@@ -107,6 +110,7 @@ impl Wal {
                 generation,
                 bytes: 0,
                 opened: Instant::now(),
+                buffer: Vec::new(),
             }),
         };
         Ok((wal, replayed))
@@ -118,26 +122,27 @@ impl Wal {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes `record` (built by [`record`]) durable, then runs `apply`,
-    /// which writes the same changes to sled. Commits are serialised here,
-    /// so a checkpoint never starts between a record and its apply.
+    /// Makes `writes` durable as one record, then runs `apply`, which
+    /// writes them to sled. Commits are serialised here, so a checkpoint
+    /// never starts between a record and its apply.
     pub(super) fn commit(
         &self,
-        record: &mut [u8],
+        writes: &journal::Writes,
         apply: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
-        let mut active = self.lock();
+        let mut guard = self.lock();
+        let active = &mut *guard;
         self.checkpointer.check()?;
-        seal(record);
-        active.file.write_all(record)?;
+        record_into(writes, &mut active.buffer);
+        active.file.write_all(&active.buffer)?;
         if self.sync_to_device {
             active.file.sync_data()?;
         }
-        active.bytes += record.len() as u64;
+        active.bytes += active.buffer.len() as u64;
         apply()?;
         let due = active.bytes >= MAX_FILE_BYTES || active.opened.elapsed() >= self.interval;
         if due && active.bytes > 0 && self.checkpointer.idle() {
-            let full = self.rotate(&mut active)?;
+            let full = self.rotate(active)?;
             self.checkpointer.request(full)?;
         }
         Ok(())
@@ -161,17 +166,10 @@ impl Wal {
     /// Starts the next generation; returns the one just filled.
     fn rotate(&self, active: &mut Active) -> Result<u64> {
         let next = active.generation + 1;
-        let file = create(&self.dir, next, self.sync_to_device)?;
-        let full = std::mem::replace(
-            active,
-            Active {
-                file,
-                generation: next,
-                bytes: 0,
-                opened: Instant::now(),
-            },
-        );
-        Ok(full.generation)
+        active.file = create(&self.dir, next, self.sync_to_device)?;
+        active.bytes = 0;
+        active.opened = Instant::now();
+        Ok(std::mem::replace(&mut active.generation, next))
     }
 
     /// Bytes of records not checkpointed yet, in every file (tests).
@@ -185,14 +183,16 @@ impl Wal {
     }
 }
 
-/// A commit's writes as a record: the header is left for [`Wal::commit`]
-/// to seal once the payload is final.
-pub(super) fn record(writes: &journal::Writes) -> Vec<u8> {
-    journal::encode_after(HEADER, writes)
+/// A commit's writes as a record, in `buffer` (replacing what it held).
+pub(super) fn record_into(writes: &journal::Writes, buffer: &mut Vec<u8>) {
+    buffer.clear();
+    buffer.resize(HEADER, 0);
+    journal::encode_into(writes, buffer);
+    seal(buffer);
 }
 
-/// Writes the header of a record built by [`record`].
-pub(super) fn seal(record: &mut [u8]) {
+/// Writes the header of a record whose payload follows it.
+fn seal(record: &mut [u8]) {
     let (header, payload) = record.split_at_mut(HEADER);
     let length = u32::try_from(payload.len()).expect("a commit under 4 GiB");
     header[..4].copy_from_slice(&length.to_le_bytes());
@@ -284,13 +284,11 @@ mod tests {
 
     #[test]
     fn records_are_read_back_whole_and_refused_when_cut_or_damaged() {
-        let mut first = record(&[(sled::IVec::from(&b"k"[..]), None)]);
-        seal(&mut first);
-        let mut second = record(&[(
-            sled::IVec::from(&b"key"[..]),
-            Some(sled::IVec::from(vec![9u8; 1000])),
-        )]);
-        seal(&mut second);
+        let mut first = Vec::new();
+        record_into(&[(sled::IVec::from(&b"k"[..]), None)], &mut first);
+        let mut second = vec![7u8; 3];
+        let value = Some(sled::IVec::from(vec![9u8; 1000]));
+        record_into(&[(sled::IVec::from(&b"key"[..]), value)], &mut second);
         let bytes = [first.clone(), second.clone()].concat();
         let (payload, next) = read_record(&bytes, 0).unwrap();
         assert_eq!(payload, &first[HEADER..]);
