@@ -14,8 +14,8 @@ use clap::Parser;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// mimalloc returns freed memory to the OS after 10 ms by default. Each
-/// group commit allocates and frees megabytes (the event chunk, the journal
-/// entry), which the kernel then had to zero again on the next fault
+/// group commit allocates and frees megabytes (the event chunk, the records
+/// it applies), which the kernel then had to zero again on the next fault
 /// (`clear_page_erms`). A one-second delay measured ~15% more stream
 /// throughput (58–60k → 68–69k events/s) for 35–78 MiB more RSS
 /// (docs/PERFORMANCE.md). An explicit

@@ -1,6 +1,6 @@
 //! Key layout. Everything lives in one sled tree; a group commit (one
-//! journal entry, see `journal`) writes the events, their effects on state
-//! and the customers' recent ids together or not at all.
+//! write-ahead log record, see `wal`) writes the events, their effects on
+//! state and the customers' recent ids together or not at all.
 //!
 //! | prefix | key                         | value                 |
 //! |--------|-----------------------------|-----------------------|
@@ -17,8 +17,9 @@
 //! | `O`    | open alert id (u64 BE)      | `AlertKind` (open alerts only) |
 //! | `o`    | due (i64 BE, offset) + subject key | empty (overdue check) |
 //!
-//! The `journal` tree holds `J` + commit number (u64 BE) → a commit's
-//! writes (see `journal`).
+//! The `journal` tree held, in builds before the write-ahead log, `J` +
+//! commit number (u64 BE) → a commit's writes (see `journal`); a start
+//! applies and removes any left there.
 //!
 //! `m` (scope NUL customer: membership) was written by earlier builds
 //! before records listed their scopes; such keys are never read. `i` was

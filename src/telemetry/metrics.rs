@@ -325,7 +325,9 @@ impl Metrics {
                 .build(),
             commit_latency: meter
                 .f64_histogram("gapwatch.engine.commit_latency")
-                .with_description("One group commit: journal entry, flush and per-key writes")
+                .with_description(
+                    "One group commit: write-ahead log record, its sync and per-key writes",
+                )
                 .with_unit("s")
                 .with_boundaries(LATENCY_BOUNDS.to_vec())
                 .build(),
