@@ -44,6 +44,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("storage: checkpoint failed: {0}")]
     Checkpoint(String),
+    #[error("storage: a commit to the write-ahead log failed earlier ({0}); restart the service")]
+    LogFailed(String),
 }
 
 pub use record::{CustomerRecord, RecentIds};

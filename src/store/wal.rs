@@ -61,6 +61,19 @@ struct Active {
     /// The record being written, kept for the next one: a large commit's
     /// record is megabytes, which a fresh allocation would fault in anew.
     buffer: Vec<u8>,
+    /// Why a commit failed. The file may end with a record cut short, which
+    /// a replay accepts only at the end of the newest file: nothing more is
+    /// appended, and no newer file is started.
+    failed: Option<String>,
+}
+
+impl Active {
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            Some(reason) => Err(StoreError::LogFailed(reason.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Wal {
@@ -111,6 +124,7 @@ impl Wal {
                 bytes: 0,
                 opened: Instant::now(),
                 buffer: Vec::new(),
+                failed: None,
             }),
         };
         Ok((wal, replayed))
@@ -132,14 +146,19 @@ impl Wal {
     ) -> Result<()> {
         let mut guard = self.lock();
         let active = &mut *guard;
+        active.check()?;
         self.checkpointer.check()?;
         record_into(writes, &mut active.buffer);
-        active.file.write_all(&active.buffer)?;
-        if self.sync_to_device {
-            active.file.sync_data()?;
+        let written = active.file.write_all(&active.buffer);
+        let synced = written.and_then(|()| match self.sync_to_device {
+            true => active.file.sync_data(),
+            false => Ok(()),
+        });
+        if let Err(e) = synced.map_err(StoreError::from).and_then(|()| apply()) {
+            active.failed = Some(e.to_string());
+            return Err(e);
         }
         active.bytes += active.buffer.len() as u64;
-        apply()?;
         let due = active.bytes >= MAX_FILE_BYTES || active.opened.elapsed() >= self.interval;
         if due && active.bytes > 0 && self.checkpointer.idle() {
             let full = self.rotate(active)?;
@@ -152,6 +171,7 @@ impl Wal {
     /// stop, so the next start has nothing to replay.
     pub(super) fn checkpoint_now(&self) -> Result<()> {
         let mut active = self.lock();
+        active.check()?;
         if active.bytes == 0 {
             // Earlier generations may still be in the checkpointer's hands.
             let previous = active.generation - 1;
@@ -305,6 +325,35 @@ mod tests {
         assert!(read_record(&damaged, next).is_none(), "CRC mismatch");
         assert!(read_record(&damaged, 0).is_some(), "the first is intact");
         assert!(read_record(&[0u8; 64], 0).is_none(), "zeros are no record");
+    }
+
+    #[test]
+    fn after_a_failed_commit_nothing_is_appended_or_rotated() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(data_dir.path().join("sled"))
+            .open()
+            .unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let flusher = Arc::new(Flusher::new(db.clone(), None));
+        let hour = Duration::from_secs(3_600);
+        let (wal, _) = Wal::open(data_dir.path(), &tree, flusher, false, hour).unwrap();
+        let writes = [(sled::IVec::from(&b"k"[..]), None)];
+        wal.commit(&writes, || Ok(())).unwrap();
+        let failed = wal.commit(&writes, || Err(StoreError::Codec("apply".into())));
+        assert!(failed.is_err());
+        let files = generations(&data_dir.path().join("wal")).unwrap();
+        let refused = wal.commit(&writes, || panic!("not applied"));
+        assert!(
+            matches!(refused, Err(StoreError::LogFailed(_))),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            wal.checkpoint_now(),
+            Err(StoreError::LogFailed(_))
+        ));
+        let after = generations(&data_dir.path().join("wal")).unwrap();
+        assert_eq!(files, after, "no file started or deleted");
     }
 
     #[test]
