@@ -294,6 +294,7 @@ mod tests {
             jail.set_env("GAPWATCH__ALERTS__GAP_WIDENING__H", "5.5");
             jail.set_env("GAPWATCH__SCORING__SLA__MAJOR_RESPONSE_HOURS", "0.5");
             jail.set_env("GAPWATCH__STORAGE__SYNC_TO_DEVICE", "false");
+            jail.set_env("GAPWATCH__STORAGE__CHECKPOINT_INTERVAL_MS", "250");
             let config =
                 Config::load(Some(Path::new("gapwatch.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.server.listen, "0.0.0.0:6000".parse().unwrap());
@@ -309,6 +310,12 @@ mod tests {
             assert!(
                 Config::default().store_options().sync_to_device,
                 "on by default"
+            );
+            let interval = |c: &Config| c.store_options().checkpoint_interval;
+            assert_eq!(interval(&config), std::time::Duration::from_millis(250));
+            assert_eq!(
+                interval(&Config::default()),
+                std::time::Duration::from_secs(1)
             );
             Ok(())
         });
