@@ -8,29 +8,39 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::device_sync::DeviceSync;
+use super::events::EventFiles;
 use super::{wal, Result, StoreError};
 
 /// sled's flush, wrapped (with `sync_to_device`) in the device syncs of
-/// `device_sync`. One flush at a time: concurrent flushes can deadlock in
-/// sled 0.34 (sled #1308).
+/// `device_sync`, after the event files' sync (sled's references to chunks
+/// must not become durable before the chunks). One flush at a time:
+/// concurrent flushes can deadlock in sled 0.34 (sled #1308).
 pub(super) struct Flusher {
     db: sled::Db,
+    events: Arc<EventFiles>,
     device_sync: Option<DeviceSync>,
     lock: Mutex<()>,
 }
 
 impl Flusher {
-    pub(super) fn new(db: sled::Db, device_sync: Option<DeviceSync>) -> Self {
+    pub(super) fn new(
+        db: sled::Db,
+        events: Arc<EventFiles>,
+        device_sync: Option<DeviceSync>,
+    ) -> Self {
         Self {
             db,
+            events,
             device_sync,
             lock: Mutex::new(()),
         }
     }
 
-    /// Makes every write sled took before this call durable.
+    /// Makes every write sled took, and every chunk appended, before this
+    /// call durable.
     pub(super) fn flush(&self) -> Result<()> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.events.sync()?;
         if let Some(sync) = &self.device_sync {
             sync.sync_blobs()?;
         }

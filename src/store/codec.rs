@@ -17,6 +17,10 @@ pub const SCHEMA_VERSION: u8 = 2;
 /// old hours (version 2 kept one bucket per deadline minute).
 pub const SCOPE_VERSION: u8 = 3;
 
+/// Event-log values: where a chunk is in the event files (version 2 kept
+/// the chunk itself in sled, which is still read).
+pub const EVENT_REF_VERSION: u8 = 3;
+
 /// [`encode_into`] a fresh `Vec` (tests: the store reuses its buffers).
 #[cfg(test)]
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -13,6 +13,7 @@ mod alerts;
 mod checkpoint;
 pub mod codec;
 mod device_sync;
+mod events;
 mod journal;
 pub mod keys;
 mod record;
@@ -80,6 +81,8 @@ pub struct Store {
     /// Writes staged but not yet committed, read before sled; only on the
     /// engine's handle (see [`Store::pipelined`]).
     staged: Option<Arc<Staged>>,
+    /// The event log's chunks (sled keeps where each one is).
+    events: Arc<events::EventFiles>,
     wal: Arc<wal::Wal>,
     #[cfg(test)]
     flusher: Arc<checkpoint::Flusher>,
@@ -155,12 +158,26 @@ impl Store {
         } else {
             None
         };
-        let flusher = Arc::new(checkpoint::Flusher::new(db.clone(), device_sync));
+        let events = Arc::new(events::EventFiles::open(
+            path,
+            options.sync_to_device,
+            events::MAX_FILE_BYTES,
+        )?);
+        let flusher = Arc::new(checkpoint::Flusher::new(
+            db.clone(),
+            events.clone(),
+            device_sync,
+        ));
         // Oldest first: an earlier build's journal, then the log.
         journal::replay_legacy(&journal, &tree, &flusher)?;
+        let mut replay = |writes| {
+            let writes = route_events(&tree, &events, writes, Routing::Replay)?;
+            tree.apply_batch(sled_batch(writes))?;
+            Ok(())
+        };
         let (wal, _) = wal::Wal::open(
             path,
-            &tree,
+            &mut replay,
             flusher.clone(),
             options.sync_to_device,
             options.checkpoint_interval,
@@ -170,6 +187,7 @@ impl Store {
             tree,
             legacy_ids,
             staged: None,
+            events,
             wal: Arc::new(wal),
             #[cfg(test)]
             flusher,
@@ -276,17 +294,33 @@ impl Store {
         self.tree.get(key)?.map(|v| codec::decode(&v)).transpose()
     }
 
-    /// The event log chunk holding `seq`: its first sequence and events.
-    fn chunk_at(&self, seq: u64) -> Result<Option<(u64, Vec<Event>)>> {
-        let Some((k, v)) = self
+    /// The stored value of the event log chunk holding `seq`: its first
+    /// sequence, and where it is (or, written by earlier builds, the chunk).
+    fn chunk_value_at(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>> {
+        let last = self
             .tree
             .range(keys::event(0)..=keys::event(seq))
             .next_back()
-            .transpose()?
-        else {
+            .transpose()?;
+        Ok(last.map(|(k, v)| (keys::number(&k), v)))
+    }
+
+    /// The event log chunk holding `seq`: its first sequence and events.
+    fn chunk_at(&self, seq: u64) -> Result<Option<(u64, Vec<Event>)>> {
+        let Some((first, value)) = self.chunk_value_at(seq)? else {
             return Ok(None);
         };
-        Ok(Some((keys::number(&k), codec::decode(&v)?)))
+        if value.first() != Some(&codec::EVENT_REF_VERSION) {
+            return Ok(Some((first, codec::decode(&value)?)));
+        }
+        let at: events::ChunkRef = codec::decode_versioned(codec::EVENT_REF_VERSION, &value)?;
+        let chunk = self.events.read(&at)?.ok_or_else(|| {
+            StoreError::Codec(format!(
+                "event chunk from sequence {first}: not in event file {} at byte {}",
+                at.file, at.offset
+            ))
+        })?;
+        Ok(Some((first, codec::decode(&chunk)?)))
     }
 
     /// The event accepted under `seq`.
@@ -297,12 +331,19 @@ impl Store {
         }))
     }
 
-    /// The highest sequence in the event log (0 when empty).
+    /// The highest sequence in the event log (0 when empty), read from the
+    /// last chunk's reference.
     pub fn last_sequence(&self) -> Result<u64> {
-        Ok(match self.chunk_at(u64::MAX)? {
-            Some((first, events)) => first + events.len() as u64 - 1,
-            None => 0,
-        })
+        let count = match self.chunk_value_at(u64::MAX)? {
+            None => return Ok(0),
+            Some((first, value)) if value.first() == Some(&codec::EVENT_REF_VERSION) => {
+                let at: events::ChunkRef =
+                    codec::decode_versioned(codec::EVENT_REF_VERSION, &value)?;
+                (first, at.count)
+            }
+            Some((first, value)) => (first, codec::decode::<Vec<Event>>(&value)?.len() as u64),
+        };
+        Ok(count.0 + count.1 - 1)
     }
 
     /// Distinct values seen for an attribute key.
@@ -386,7 +427,8 @@ impl Store {
         let mut writes = std::mem::take(&mut batch.writes);
         encode_records(&batch.records, &mut writes, &mut batch.scratch)?;
         self.wal.commit(&writes, || {
-            self.tree.apply_batch(sled_batch(writes.iter().cloned()))?;
+            let routed = route_events(&self.tree, &self.events, writes.clone(), Routing::New)?;
+            self.tree.apply_batch(sled_batch(routed))?;
             Ok(())
         })
     }
@@ -456,6 +498,10 @@ impl Store {
     fn apply_staged(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
         for (key, value) in writes {
             match value {
+                Some(chunk) if key.first() == Some(&keys::EVENT) => {
+                    let at = self.events.append(chunk)?;
+                    self.tree.insert(key, chunk_ref_value(&at)?)?
+                }
                 Some(value) => self.tree.insert(key, value.clone())?,
                 None => self.tree.remove(key)?,
             };
@@ -475,9 +521,9 @@ impl Store {
         }
     }
 
-    /// Bytes on disk.
+    /// Bytes on disk: sled's, and the event files'.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.events.size()?)
     }
 
     /// Customers and scopes stored: the counts kept with the last commit
@@ -561,6 +607,54 @@ fn sled_batch(writes: impl IntoIterator<Item = (sled::IVec, Option<sled::IVec>)>
         }
     }
     batch
+}
+
+/// Whether the chunks being routed are new, or replayed from the
+/// write-ahead log (and perhaps appended already).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    New,
+    Replay,
+}
+
+/// Appends the event log chunks among `writes` to the event files and
+/// writes their references instead. A replayed chunk whose reference is
+/// stored and whose bytes are intact is not appended again.
+fn route_events(
+    tree: &sled::Tree,
+    events: &events::EventFiles,
+    writes: Vec<(sled::IVec, Option<sled::IVec>)>,
+    routing: Routing,
+) -> Result<Vec<(sled::IVec, Option<sled::IVec>)>> {
+    let mut routed = Vec::with_capacity(writes.len());
+    for (key, value) in writes {
+        let chunk = match value {
+            Some(chunk) if key.first() == Some(&keys::EVENT) => chunk,
+            value => {
+                routed.push((key, value));
+                continue;
+            }
+        };
+        if routing == Routing::Replay {
+            if let Some(stored) = tree.get(&key)? {
+                if stored.first() == Some(&codec::EVENT_REF_VERSION) {
+                    let at = codec::decode_versioned(codec::EVENT_REF_VERSION, &stored)?;
+                    if events.read(&at)?.is_some_and(|bytes| bytes == chunk[..]) {
+                        continue;
+                    }
+                }
+            }
+        }
+        let at = events.append(&chunk)?;
+        routed.push((key, Some(chunk_ref_value(&at)?)));
+    }
+    Ok(routed)
+}
+
+fn chunk_ref_value(at: &events::ChunkRef) -> Result<sled::IVec> {
+    let mut bytes = Vec::new();
+    codec::encode_versioned_into(codec::EVENT_REF_VERSION, at, &mut bytes)?;
+    Ok(sled::IVec::from(bytes))
 }
 
 /// Encodes customer records as writes, after the batch's other writes.
@@ -912,6 +1006,76 @@ mod tests {
         assert_eq!(store.event(6).unwrap(), None);
     }
 
+    fn events_file_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir.join("events"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn event_chunks_live_in_the_event_files_and_sled_keeps_where() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &without_checkpoints())
+                .unwrap()
+                .pipelined();
+            let mut batch = WriteBatch::default();
+            batch.put_events(1, &[event("a"), event("b")]).unwrap();
+            store.commit_staged(store.stage(batch)).unwrap();
+            let stored = store.tree.get(keys::event(1)).unwrap().unwrap();
+            assert_eq!(stored[0], codec::EVENT_REF_VERSION, "a reference");
+            assert!(stored.len() < 40, "{} bytes in sled", stored.len());
+            assert!(events_file_bytes(dir.path()) > 0);
+            // Replayed with its bytes intact: not appended again.
+        }
+        let appended = events_file_bytes(dir.path());
+        {
+            let store = Store::open(dir.path(), &without_checkpoints()).unwrap();
+            assert_eq!(events_file_bytes(dir.path()), appended, "no duplicate");
+            assert_eq!(store.event(2).unwrap().unwrap().id, "b");
+            assert_eq!(store.last_sequence().unwrap(), 2);
+            // A chunk whose bytes were lost, its log record still there.
+            let mut batch = WriteBatch::default();
+            batch.put_events(3, &[event("c")]).unwrap();
+            store.commit(batch).unwrap();
+        }
+        let file = std::fs::read_dir(dir.path().join("events"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(appended)
+            .unwrap();
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert_eq!(store.event(3).unwrap().unwrap().id, "c", "appended again");
+        assert_eq!(store.event(1).unwrap().unwrap().id, "a");
+        assert_eq!(store.last_sequence().unwrap(), 3);
+    }
+
+    #[test]
+    fn event_chunks_earlier_builds_kept_in_sled_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &options()).unwrap();
+        // The chunk itself in sled, as earlier builds wrote it.
+        let old = codec::encode(&vec![event("old-1"), event("old-2")]).unwrap();
+        store.tree.insert(keys::event(1), old).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_events(3, &[event("new-3")]).unwrap();
+        store.commit(batch).unwrap();
+        assert_eq!(store.event(2).unwrap().unwrap().id, "old-2");
+        assert_eq!(store.event(3).unwrap().unwrap().id, "new-3");
+        assert_eq!(store.last_sequence().unwrap(), 3);
+        drop(store);
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert_eq!(store.last_sequence().unwrap(), 3);
+    }
+
     #[test]
     fn scope_states_of_schema_version_2_are_converted_at_open() {
         let h = options().half_life_ms;
@@ -976,15 +1140,14 @@ mod tests {
                 .into_keys()
                 .collect::<std::collections::BTreeSet<_>>()
         };
-        // Events of 300 KiB: their chunk is over sled's 128 KiB blob limit.
-        let big = |id: &str| Event {
-            attributes: vec![("note".into(), "x".repeat(300 * 1024))],
-            ..event(id)
-        };
         for n in 0..3u64 {
             let before = blobs();
             let mut batch = scope_batch("all", n + 1);
-            batch.put_events(n + 1, &[big(&format!("e{n}"))]).unwrap();
+            // A value of 300 KiB: over sled's 128 KiB blob limit.
+            let big = vec![n as u8; 300 * 1024];
+            batch
+                .put(keys::with_prefix(keys::META, "big"), &big)
+                .unwrap();
             store.commit_staged(store.stage(batch)).unwrap();
             let written = blobs();
             assert!(written.difference(&before).next().is_some(), "a new blob");

@@ -77,12 +77,12 @@ impl Active {
 }
 
 impl Wal {
-    /// Replays the files a crash left into `tree` (then checkpoints and
-    /// deletes them) and starts a new file. Returns the log and how many
-    /// records were replayed.
+    /// Replays the files a crash left through `apply` (each record's
+    /// writes, in order; then checkpoints and deletes the files) and starts
+    /// a new file. Returns the log and how many records were replayed.
     pub(super) fn open(
         data_dir: &Path,
-        tree: &sled::Tree,
+        apply: &mut dyn FnMut(Vec<(sled::IVec, Option<sled::IVec>)>) -> Result<()>,
         flusher: Arc<Flusher>,
         sync_to_device: bool,
         interval: Duration,
@@ -97,7 +97,7 @@ impl Wal {
         let files = generations(&dir)?;
         let mut replayed = 0;
         for (index, (_, path)) in files.iter().enumerate() {
-            replayed += replay_file(path, tree, index + 1 == files.len())?;
+            replayed += replay_file(path, apply, index + 1 == files.len())?;
         }
         if !files.is_empty() {
             flusher.flush()?;
@@ -237,7 +237,11 @@ fn read_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
 
 /// Applies a file's records, each atomically. A damaged record ends the
 /// newest file (it was never acknowledged) and fails any other.
-fn replay_file(path: &Path, tree: &sled::Tree, newest: bool) -> Result<usize> {
+fn replay_file(
+    path: &Path,
+    apply: &mut dyn FnMut(Vec<(sled::IVec, Option<sled::IVec>)>) -> Result<()>,
+    newest: bool,
+) -> Result<usize> {
     let bytes = fs::read(path)?;
     let mut at = 0;
     let mut records = 0;
@@ -256,7 +260,7 @@ fn replay_file(path: &Path, tree: &sled::Tree, newest: bool) -> Result<usize> {
                 path.display()
             )));
         };
-        tree.apply_batch(super::sled_batch(journal::decode(payload)?))?;
+        apply(journal::decode(payload)?)?;
         records += 1;
         at = next;
     }
@@ -334,10 +338,11 @@ mod tests {
             .path(data_dir.path().join("sled"))
             .open()
             .unwrap();
-        let tree = db.open_tree("t").unwrap();
-        let flusher = Arc::new(Flusher::new(db.clone(), None));
+        let events = super::super::events::EventFiles::open(data_dir.path(), false, 1 << 20);
+        let flusher = Arc::new(Flusher::new(db.clone(), Arc::new(events.unwrap()), None));
         let hour = Duration::from_secs(3_600);
-        let (wal, _) = Wal::open(data_dir.path(), &tree, flusher, false, hour).unwrap();
+        let mut apply = |_| Ok(());
+        let (wal, _) = Wal::open(data_dir.path(), &mut apply, flusher, false, hour).unwrap();
         let writes = [(sled::IVec::from(&b"k"[..]), None)];
         wal.commit(&writes, || Ok(())).unwrap();
         let failed = wal.commit(&writes, || Err(StoreError::Codec("apply".into())));
