@@ -4,7 +4,7 @@
 //!
 //! | prefix | key                         | value                 |
 //! |--------|-----------------------------|-----------------------|
-//! | `e`    | first sequence (u64 BE)     | `Vec<Event>`: the events of one commit |
+//! | `e`    | first sequence (u64 BE)     | where the events of one commit are in the event files (`events`; own version); `Vec<Event>` itself in dirs of earlier builds |
 //! | `i`    | event id                    | sequence: written by earlier builds only (see below) |
 //! | `c`    | customer id                 | `CustomerRecord`, then its recent event ids |
 //! | `s`    | scope (`all`, `key=value`)  | `ScopeState` (own version, see `codec`) |
