@@ -167,13 +167,14 @@ impl EventFiles {
     /// Makes every chunk appended so far durable (with `sync_to_device`;
     /// without it, the page cache already survives the process).
     pub(super) fn sync(&self) -> Result<()> {
-        if !self.sync_to_device {
-            return Ok(());
-        }
         let (file, closed, dir_changed) = {
             let mut active = self.lock();
+            // Taken either way: closed files are kept open only until here.
             let closed = std::mem::take(&mut active.unsynced);
             let dir_changed = std::mem::replace(&mut active.dir_changed, false);
+            if !self.sync_to_device {
+                return Ok(());
+            }
             (active.file.try_clone()?, closed, dir_changed)
         };
         for closed in &closed {
