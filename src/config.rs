@@ -322,6 +322,20 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_config_loads_and_fits_its_memory_limit() {
+        // Inside a jail: other tests set GAPWATCH__* variables in theirs.
+        figment::Jail::expect_with(|_| {
+            let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/gapwatch.toml");
+            let config = Config::load(Some(&file)).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            // The values measured under the base's 512Mi limit.
+            assert_eq!(config.storage.cache_capacity_mb, 64);
+            assert_eq!(config.ingest.max_commit_events, 4096);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[server]\nlisen = \"x\"\n")?;
