@@ -2,10 +2,10 @@
 //!
 //! `flush` writes the log with `sync_file_range` (sled #1452): the data
 //! reaches the device's queue, but the drive's volatile cache is not flushed
-//! and a grown file's size (metadata) is not committed. Values too large for
-//! a log segment (over 128 KiB at the default 512 KiB segments: the event
-//! chunks of large commits) go to files under `blobs/`,
-//! which sled writes and never syncs (sled #1077). All of that survives the
+//! and a grown file's size (metadata) is not committed. Messages too large
+//! for a log segment (over 128 KiB at the default 512 KiB segments: a large
+//! value, or a node holding several) go to files under `blobs/`, which sled
+//! writes and never syncs (sled #1077). All of that survives the
 //! process being killed, since the kernel still holds it, but not a power
 //! cut or a kernel crash. With `storage.sync_to_device`, each flush (a
 //! checkpoint of the write-ahead log, see `wal`) is preceded by `fdatasync`

@@ -334,16 +334,17 @@ impl Store {
     /// The highest sequence in the event log (0 when empty), read from the
     /// last chunk's reference.
     pub fn last_sequence(&self) -> Result<u64> {
-        let count = match self.chunk_value_at(u64::MAX)? {
-            None => return Ok(0),
-            Some((first, value)) if value.first() == Some(&codec::EVENT_REF_VERSION) => {
-                let at: events::ChunkRef =
-                    codec::decode_versioned(codec::EVENT_REF_VERSION, &value)?;
-                (first, at.count)
-            }
-            Some((first, value)) => (first, codec::decode::<Vec<Event>>(&value)?.len() as u64),
+        let Some((first, value)) = self.chunk_value_at(u64::MAX)? else {
+            return Ok(0);
         };
-        Ok(count.0 + count.1 - 1)
+        let count = if value.first() == Some(&codec::EVENT_REF_VERSION) {
+            let at: events::ChunkRef = codec::decode_versioned(codec::EVENT_REF_VERSION, &value)?;
+            at.count
+        } else {
+            codec::decode::<Vec<Event>>(&value)?.len() as u64
+        };
+        // A chunk holds at least one event (`put_events` writes none empty).
+        Ok(first + count.max(1) - 1)
     }
 
     /// Distinct values seen for an attribute key.
