@@ -16,9 +16,8 @@
 //! (length and CRC, both kept in the reference) and appends the chunk again
 //! when they are not there.
 //!
-//! A chunk on disk: payload length (u32 LE), CRC-32 of the payload (u32 LE),
-//! the payload (the encoded `Vec<Event>`, as sled held it). A file is named
-//! by its number and holds up to [`MAX_FILE_BYTES`].
+//! A chunk on disk is a frame (see `framed`) whose payload is the encoded
+//! `Vec<Event>`, as sled held it. A file holds up to [`MAX_FILE_BYTES`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -28,10 +27,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use super::framed::{self, HEADER};
 use super::{codec, Result, StoreError};
-
-/// Length and CRC, before each chunk.
-const HEADER: u64 = 8;
 
 /// A file this large is closed and the next one started.
 pub(super) const MAX_FILE_BYTES: u64 = 256 << 20;
@@ -73,8 +70,8 @@ impl EventFiles {
         if created {
             fs::create_dir(&dir)?;
         }
-        let (number, length) = match numbers(&dir)?.last() {
-            Some(&number) => (number, fs::metadata(path(&dir, number))?.len()),
+        let (number, length) = match framed::numbered(&dir, SUFFIX)?.last() {
+            Some((number, path)) => (*number, fs::metadata(path)?.len()),
             None => (1, 0),
         };
         let file = OpenOptions::new()
@@ -106,10 +103,10 @@ impl EventFiles {
     /// Appends a chunk (an encoded `Vec<Event>`); returns where it is.
     pub(super) fn append(&self, chunk: &[u8]) -> Result<ChunkRef> {
         let count = chunk_count(chunk)?;
-        let length = u32::try_from(chunk.len()).expect("a commit's events under 4 GiB");
-        let crc = crc32fast::hash(chunk);
+        let (header, crc) = framed::header(chunk);
+        let framed_length = (HEADER + chunk.len()) as u64;
         let mut active = self.lock();
-        if active.length > 0 && active.length + HEADER + u64::from(length) > self.max_file_bytes {
+        if active.length > 0 && active.length + framed_length > self.max_file_bytes {
             let number = active.number + 1;
             let file = OpenOptions::new()
                 .create_new(true)
@@ -121,9 +118,6 @@ impl EventFiles {
             active.length = 0;
             active.dir_changed = true;
         }
-        let mut header = [0u8; HEADER as usize];
-        header[..4].copy_from_slice(&length.to_le_bytes());
-        header[4..].copy_from_slice(&crc.to_le_bytes());
         let offset = active.length;
         let written = active
             .file
@@ -134,11 +128,11 @@ impl EventFiles {
             active.length = active.file.metadata()?.len();
             return Err(e.into());
         }
-        active.length += HEADER + u64::from(length);
+        active.length += framed_length;
         Ok(ChunkRef {
             file: active.number,
             offset,
-            length,
+            length: u32::try_from(chunk.len()).expect("a frame under 4 GiB"),
             crc,
             count,
         })
@@ -151,17 +145,20 @@ impl EventFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let mut bytes = vec![0u8; HEADER as usize + at.length as usize];
+        let mut bytes = vec![0u8; HEADER + at.length as usize];
         match file.read_exact_at(&mut bytes, at.offset) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let (header, chunk) = bytes.split_at(HEADER as usize);
-        let intact = header[..4] == at.length.to_le_bytes()
-            && header[4..] == at.crc.to_le_bytes()
-            && crc32fast::hash(chunk) == at.crc;
-        Ok(intact.then(|| chunk.to_vec()))
+        // An intact frame of this length, and this chunk's (not another's
+        // that a crash left at the same offset).
+        let ours = framed::read(&bytes, 0)
+            .is_some_and(|frame| frame.end == bytes.len() && frame.crc == at.crc);
+        Ok(ours.then(|| {
+            bytes.drain(..HEADER);
+            bytes
+        }))
     }
 
     /// Makes every chunk appended so far durable (with `sync_to_device`;
@@ -190,8 +187,8 @@ impl EventFiles {
     /// Bytes in the files.
     pub(super) fn size(&self) -> Result<u64> {
         let mut total = 0;
-        for number in numbers(&self.dir)? {
-            total += fs::metadata(path(&self.dir, number))?.len();
+        for (_, path) in framed::numbered(&self.dir, SUFFIX)? {
+            total += fs::metadata(path)?.len();
         }
         Ok(total)
     }
@@ -222,22 +219,7 @@ fn chunk_count(chunk: &[u8]) -> Result<u64> {
 }
 
 fn path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("{number:020}{SUFFIX}"))
-}
-
-/// The numbers of the files in `dir`, in order.
-fn numbers(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut numbers = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let number = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(SUFFIX))
-            .and_then(|n| n.parse::<u64>().ok());
-        numbers.extend(number);
-    }
-    numbers.sort_unstable();
-    Ok(numbers)
+    framed::path(dir, number, SUFFIX)
 }
 
 #[cfg(test)]
@@ -271,7 +253,10 @@ mod tests {
         let last = refs.last().unwrap();
         let next = files.append(&chunks[0]).unwrap();
         assert_eq!(next.file, last.file);
-        assert_eq!(next.offset, last.offset + HEADER + u64::from(last.length));
+        assert_eq!(
+            next.offset,
+            last.offset + HEADER as u64 + u64::from(last.length)
+        );
     }
 
     #[test]

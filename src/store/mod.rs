@@ -14,6 +14,7 @@ mod checkpoint;
 pub mod codec;
 mod device_sync;
 mod events;
+mod framed;
 mod journal;
 pub mod keys;
 mod record;
@@ -175,7 +176,7 @@ impl Store {
             tree.apply_batch(sled_batch(writes))?;
             Ok(())
         };
-        let (wal, _) = wal::Wal::open(
+        let wal = wal::Wal::open(
             path,
             &mut replay,
             flusher.clone(),
@@ -310,10 +311,9 @@ impl Store {
         let Some((first, value)) = self.chunk_value_at(seq)? else {
             return Ok(None);
         };
-        if value.first() != Some(&codec::EVENT_REF_VERSION) {
+        let Some(at) = chunk_ref(&value)? else {
             return Ok(Some((first, codec::decode(&value)?)));
-        }
-        let at: events::ChunkRef = codec::decode_versioned(codec::EVENT_REF_VERSION, &value)?;
+        };
         let chunk = self.events.read(&at)?.ok_or_else(|| {
             StoreError::Codec(format!(
                 "event chunk from sequence {first}: not in event file {} at byte {}",
@@ -337,11 +337,9 @@ impl Store {
         let Some((first, value)) = self.chunk_value_at(u64::MAX)? else {
             return Ok(0);
         };
-        let count = if value.first() == Some(&codec::EVENT_REF_VERSION) {
-            let at: events::ChunkRef = codec::decode_versioned(codec::EVENT_REF_VERSION, &value)?;
-            at.count
-        } else {
-            codec::decode::<Vec<Event>>(&value)?.len() as u64
+        let count = match chunk_ref(&value)? {
+            Some(at) => at.count,
+            None => codec::decode::<Vec<Event>>(&value)?.len() as u64,
         };
         // A chunk holds at least one event (`put_events` writes none empty).
         Ok(first + count.max(1) - 1)
@@ -500,8 +498,7 @@ impl Store {
         for (key, value) in writes {
             match value {
                 Some(chunk) if key.first() == Some(&keys::EVENT) => {
-                    let at = self.events.append(chunk)?;
-                    self.tree.insert(key, chunk_ref_value(&at)?)?
+                    self.tree.insert(key, append_chunk(&self.events, chunk)?)?
                 }
                 Some(value) => self.tree.insert(key, value.clone())?,
                 None => self.tree.remove(key)?,
@@ -636,26 +633,45 @@ fn route_events(
                 continue;
             }
         };
-        if routing == Routing::Replay {
-            if let Some(stored) = tree.get(&key)? {
-                if stored.first() == Some(&codec::EVENT_REF_VERSION) {
-                    let at = codec::decode_versioned(codec::EVENT_REF_VERSION, &stored)?;
-                    if events.read(&at)?.is_some_and(|bytes| bytes == chunk[..]) {
-                        continue;
-                    }
-                }
-            }
+        if routing == Routing::Replay && appended_already(tree, events, &key, &chunk)? {
+            continue;
         }
-        let at = events.append(&chunk)?;
-        routed.push((key, Some(chunk_ref_value(&at)?)));
+        routed.push((key, Some(append_chunk(events, &chunk)?)));
     }
     Ok(routed)
 }
 
-fn chunk_ref_value(at: &events::ChunkRef) -> Result<sled::IVec> {
+/// Whether `key` already refers to these very bytes in the event files.
+fn appended_already(
+    tree: &sled::Tree,
+    events: &events::EventFiles,
+    key: &[u8],
+    chunk: &[u8],
+) -> Result<bool> {
+    let Some(stored) = tree.get(key)? else {
+        return Ok(false);
+    };
+    let Some(at) = chunk_ref(&stored)? else {
+        return Ok(false);
+    };
+    Ok(events.read(&at)?.is_some_and(|bytes| bytes == chunk))
+}
+
+/// Appends a chunk to the event files; returns the value sled keeps for it.
+fn append_chunk(events: &events::EventFiles, chunk: &[u8]) -> Result<sled::IVec> {
+    let at = events.append(chunk)?;
     let mut bytes = Vec::new();
-    codec::encode_versioned_into(codec::EVENT_REF_VERSION, at, &mut bytes)?;
+    codec::encode_versioned_into(codec::EVENT_REF_VERSION, &at, &mut bytes)?;
     Ok(sled::IVec::from(bytes))
+}
+
+/// Where the chunk an event-log value refers to is; `None` for a value
+/// holding the chunk itself (written by earlier builds).
+fn chunk_ref(value: &[u8]) -> Result<Option<events::ChunkRef>> {
+    if value.first() != Some(&codec::EVENT_REF_VERSION) {
+        return Ok(None);
+    }
+    codec::decode_versioned(codec::EVENT_REF_VERSION, value).map(Some)
 }
 
 /// Encodes customer records as writes, after the batch's other writes.
@@ -860,9 +876,9 @@ mod tests {
         let crashed = tempfile::tempdir().unwrap();
         std::fs::create_dir(crashed.path().join("wal")).unwrap();
         for generation in wal_files(written.path()) {
-            let name = wal::file_name(generation);
-            let from = written.path().join("wal").join(&name);
-            std::fs::copy(from, crashed.path().join("wal").join(&name)).unwrap();
+            let from = wal::path(&written.path().join("wal"), generation);
+            let to = wal::path(&crashed.path().join("wal"), generation);
+            std::fs::copy(from, to).unwrap();
         }
         let restored = Store::open(crashed.path(), &without_checkpoints()).unwrap();
         assert_history(&restored);
@@ -879,7 +895,7 @@ mod tests {
             let store = Store::open(dir.path(), &options).unwrap().pipelined();
             commit_a_history(&store);
             let newest = *wal_files(dir.path()).last().unwrap();
-            dir.path().join("wal").join(wal::file_name(newest))
+            wal::path(&dir.path().join("wal"), newest)
         };
         // A commit cut short after the history: never acknowledged.
         let mut cut = Vec::new();
@@ -898,7 +914,7 @@ mod tests {
             assert_history(&store);
         }
         // The same bytes in an older generation, before a newer one: damage.
-        std::fs::write(dir.path().join("wal").join(wal::file_name(1)), &history).unwrap();
+        std::fs::write(wal::path(&dir.path().join("wal"), 1), &history).unwrap();
         let refused = Store::open(dir.path(), &options).err().expect("refused");
         assert!(refused.to_string().contains("write-ahead log"), "{refused}");
     }
@@ -1028,10 +1044,10 @@ mod tests {
             assert_eq!(stored[0], codec::EVENT_REF_VERSION, "a reference");
             assert!(stored.len() < 40, "{} bytes in sled", stored.len());
             assert!(events_file_bytes(dir.path()) > 0);
-            // Replayed with its bytes intact: not appended again.
         }
         let appended = events_file_bytes(dir.path());
         {
+            // Replayed with its bytes intact: not appended again.
             let store = Store::open(dir.path(), &without_checkpoints()).unwrap();
             assert_eq!(events_file_bytes(dir.path()), appended, "no duplicate");
             assert_eq!(store.event(2).unwrap().unwrap().id, "b");

@@ -20,8 +20,8 @@
 //! deleted) ends in the same state. Every write reaches sled through a
 //! record first, so the files left always hold every commit sled may lack.
 //!
-//! A record: payload length (u32 LE), CRC-32 of the payload (u32 LE), then
-//! the payload (the commit's writes, see `journal::encode_into`). A commit
+//! A record is a frame (see `framed`) whose payload is the commit's writes
+//! (see `journal::encode_into`). A commit
 //! is acknowledged only once its record is whole on disk, so a record cut
 //! short can only be the newest file's last, unacknowledged one: replay
 //! stops there. Damage anywhere else is refused, not skipped.
@@ -33,14 +33,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::checkpoint::{Checkpointer, Flusher};
+use super::framed::{self, HEADER};
 use super::{journal, Result, StoreError};
-
-/// Length and CRC, before each payload.
-pub(super) const HEADER: usize = 8;
 
 /// A file this large is checkpointed before its interval is up, which bounds
 /// what a start after a crash replays.
-pub(super) const MAX_FILE_BYTES: u64 = 64 << 20;
+const MAX_FILE_BYTES: u64 = 64 << 20;
 
 const SUFFIX: &str = ".wal";
 
@@ -79,14 +77,14 @@ impl Active {
 impl Wal {
     /// Replays the files a crash left through `apply` (each record's
     /// writes, in order; then checkpoints and deletes the files) and starts
-    /// a new file. Returns the log and how many records were replayed.
+    /// a new file.
     pub(super) fn open(
         data_dir: &Path,
         apply: &mut dyn FnMut(Vec<(sled::IVec, Option<sled::IVec>)>) -> Result<()>,
         flusher: Arc<Flusher>,
         sync_to_device: bool,
         interval: Duration,
-    ) -> Result<(Self, usize)> {
+    ) -> Result<Self> {
         let dir = data_dir.join("wal");
         if !dir.exists() {
             fs::create_dir(&dir)?;
@@ -113,7 +111,7 @@ impl Wal {
         }
         let generation = files.last().map_or(1, |(g, _)| g + 1);
         let file = create(&dir, generation, sync_to_device)?;
-        let wal = Self {
+        Ok(Self {
             checkpointer: Checkpointer::start(flusher, dir.clone()),
             dir,
             sync_to_device,
@@ -126,8 +124,7 @@ impl Wal {
                 buffer: Vec::new(),
                 failed: None,
             }),
-        };
-        Ok((wal, replayed))
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Active> {
@@ -160,7 +157,7 @@ impl Wal {
         }
         active.bytes += active.buffer.len() as u64;
         let due = active.bytes >= MAX_FILE_BYTES || active.opened.elapsed() >= self.interval;
-        if due && active.bytes > 0 && self.checkpointer.idle() {
+        if due && self.checkpointer.idle() {
             let full = self.rotate(active)?;
             self.checkpointer.request(full)?;
         }
@@ -203,36 +200,15 @@ impl Wal {
     }
 }
 
-/// A commit's writes as a record, in `buffer` (replacing what it held).
+/// A commit's writes as a record, in `buffer` (replacing what it held):
+/// encoded after room for the header, which is filled in once the payload
+/// is final (no second copy of megabytes).
 pub(super) fn record_into(writes: &journal::Writes, buffer: &mut Vec<u8>) {
     buffer.clear();
     buffer.resize(HEADER, 0);
     journal::encode_into(writes, buffer);
-    seal(buffer);
-}
-
-/// Writes the header of a record whose payload follows it.
-fn seal(record: &mut [u8]) {
-    let (header, payload) = record.split_at_mut(HEADER);
-    let length = u32::try_from(payload.len()).expect("a commit under 4 GiB");
-    header[..4].copy_from_slice(&length.to_le_bytes());
-    header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-}
-
-/// The payload of the record at `at`, and where the next one starts; `None`
-/// when the bytes there are not a whole, intact record. A payload is never
-/// empty, so a zero-filled tail (what a file grown but not written can show
-/// after a power cut) is not taken for records.
-fn read_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(at..at + HEADER)?;
-    let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    if length == 0 {
-        return None;
-    }
-    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    let end = at + HEADER + length;
-    let payload = bytes.get(at + HEADER..end)?;
-    (crc32fast::hash(payload) == crc).then_some((payload, end))
+    let (header, payload) = buffer.split_at_mut(HEADER);
+    header.copy_from_slice(&framed::header(payload).0);
 }
 
 /// Applies a file's records, each atomically. A damaged record ends the
@@ -246,7 +222,7 @@ fn replay_file(
     let mut at = 0;
     let mut records = 0;
     while at < bytes.len() {
-        let Some((payload, next)) = read_record(&bytes, at) else {
+        let Some(record) = framed::read(&bytes, at) else {
             if newest {
                 tracing::warn!(
                     file = %path.display(),
@@ -260,33 +236,21 @@ fn replay_file(
                 path.display()
             )));
         };
-        apply(journal::decode(payload)?)?;
+        apply(journal::decode(record.payload)?)?;
         records += 1;
-        at = next;
+        at = record.end;
     }
     Ok(records)
 }
 
-pub(super) fn file_name(generation: u64) -> String {
-    format!("{generation:020}{SUFFIX}")
+/// The path of generation `generation`'s file in `dir`.
+pub(super) fn path(dir: &Path, generation: u64) -> PathBuf {
+    framed::path(dir, generation, SUFFIX)
 }
 
 /// The log files in `dir`, oldest first.
 pub(super) fn generations(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let generation = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(SUFFIX))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(generation) = generation {
-            files.push((generation, entry.path()));
-        }
-    }
-    files.sort_unstable();
-    Ok(files)
+    framed::numbered(dir, SUFFIX)
 }
 
 /// A new, empty log file; its directory entry is synced, so that the records
@@ -295,7 +259,7 @@ fn create(dir: &Path, generation: u64, sync_to_device: bool) -> Result<File> {
     let file = OpenOptions::new()
         .create_new(true)
         .append(true)
-        .open(dir.join(file_name(generation)))?;
+        .open(path(dir, generation))?;
     if sync_to_device {
         File::open(dir)?.sync_all()?;
     }
@@ -305,6 +269,11 @@ fn create(dir: &Path, generation: u64, sync_to_device: bool) -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record's payload and where the next one starts.
+    fn read_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        framed::read(bytes, at).map(|record| (record.payload, record.end))
+    }
 
     #[test]
     fn records_are_read_back_whole_and_refused_when_cut_or_damaged() {
@@ -342,7 +311,7 @@ mod tests {
         let flusher = Arc::new(Flusher::new(db.clone(), Arc::new(events.unwrap()), None));
         let hour = Duration::from_secs(3_600);
         let mut apply = |_| Ok(());
-        let (wal, _) = Wal::open(data_dir.path(), &mut apply, flusher, false, hour).unwrap();
+        let wal = Wal::open(data_dir.path(), &mut apply, flusher, false, hour).unwrap();
         let writes = [(sled::IVec::from(&b"k"[..]), None)];
         wal.commit(&writes, || Ok(())).unwrap();
         let failed = wal.commit(&writes, || Err(StoreError::Codec("apply".into())));
