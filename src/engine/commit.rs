@@ -1,11 +1,11 @@
 //! The second stage of the writer's pipeline. The writer stages a group
 //! commit (its own reads see it at once) and hands it here; this thread
-//! makes it durable (a write-ahead log record, then the keys: see
-//! `store::wal`), and only then publishes its alert
-//! transitions and answers its callers. Meanwhile the writer builds the next
-//! commit. Stages arrive and complete in order, so answers leave in the
-//! order the writer made them, and a duplicate of an event still in flight
-//! is answered only after that event is durable.
+//! makes it durable (a write-ahead log record: see `store::wal`), then
+//! publishes its alert transitions and answers its callers, then applies
+//! its keys to sled. Meanwhile the writer builds the next commit. Stages
+//! arrive and complete in order, so answers leave in the order the writer
+//! made them, and a duplicate of an event still in flight is answered only
+//! after that event is durable.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
@@ -177,6 +177,12 @@ impl Committer {
             counts,
             span,
         } = commit;
+        let mut owed = Some(Owed {
+            replies,
+            alerts,
+            queued,
+            counts,
+        });
         let took = if batch.is_empty() {
             None
         } else {
@@ -188,15 +194,41 @@ impl Committer {
             );
             let _guard = span.enter();
             let started = Instant::now();
-            if let Err(e) = self.store.commit_staged(batch) {
+            // Answered as soon as the record is durable, before sled has
+            // the writes (the store keeps them readable meanwhile).
+            let committed = self.store.commit_staged(batch, || {
+                if let Some(owed) = owed.take() {
+                    self.answer(owed);
+                }
+            });
+            if let Err(e) = committed {
                 let e = Error::from(e);
                 let reason = self.failure.set(&e);
-                replies.into_iter().for_each(|r| r.fail(reason));
+                // Still owed unless the record was durable and only the
+                // apply to sled failed (the next start replays it).
+                if let Some(owed) = owed.take() {
+                    owed.replies.into_iter().for_each(|r| r.fail(reason));
+                }
                 return Err(e);
             }
             Some(started.elapsed())
         };
+        if let Some(owed) = owed.take() {
+            self.answer(owed);
+        }
         self.metrics.committed(events, took);
+        Ok(())
+    }
+
+    /// Publishes a durable commit's alert transitions and answers its
+    /// callers.
+    fn answer(&self, owed: Owed) {
+        let Owed {
+            replies,
+            alerts,
+            queued,
+            counts,
+        } = owed;
         self.metrics.transitions(&alerts);
         self.metrics.entities(counts.customers, counts.scopes);
         self.feed.publish(alerts);
@@ -206,6 +238,13 @@ impl Committer {
         for at in queued {
             self.metrics.acked(at);
         }
-        Ok(())
     }
+}
+
+/// What a commit owes once it is durable.
+struct Owed {
+    replies: Vec<Reply>,
+    alerts: Vec<Alert>,
+    queued: Vec<Instant>,
+    counts: EntityCounts,
 }

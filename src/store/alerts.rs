@@ -11,7 +11,7 @@ impl Store {
     pub fn alert_log(&self, from: u64, limit: usize) -> Result<Vec<Alert>> {
         let start = keys::numbered(keys::ALERT_LOG, from);
         let end = keys::numbered(keys::ALERT_LOG, u64::MAX);
-        self.tree
+        self.settled()
             .range(start..=end)
             .take(limit)
             .map(|kv| codec::decode(&kv?.1))
@@ -21,7 +21,7 @@ impl Store {
     /// The highest sequence ever written to the alert log (0 when none).
     pub fn last_alert_sequence(&self) -> Result<u64> {
         let last = self
-            .tree
+            .settled()
             .scan_prefix([keys::ALERT_LOG])
             .next_back()
             .transpose()?
@@ -53,7 +53,7 @@ impl Store {
         let start = keys::numbered(keys::ALERT, after.saturating_add(1));
         let end = keys::numbered(keys::ALERT, u64::MAX);
         let mut out = Vec::new();
-        for kv in self.tree.range(start..=end) {
+        for kv in self.settled().range(start..=end) {
             let alert: Alert = codec::decode(&kv?.1)?;
             if keep(&alert) {
                 out.push(alert);
@@ -68,7 +68,7 @@ impl Store {
     /// The kinds of the open alerts (FIRING or ACKNOWLEDGED), from their
     /// own index: a start does not scan alert history.
     pub fn open_alert_kinds(&self) -> Result<Vec<AlertKind>> {
-        self.tree
+        self.settled()
             .scan_prefix([keys::OPEN_ALERT])
             .map(|kv| codec::decode(&kv?.1))
             .collect()
@@ -81,7 +81,7 @@ impl Store {
     /// Overdue checks due at or before `now`: (raw key, due, subject key).
     pub fn overdue_due(&self, now: i64, limit: usize) -> Result<Vec<(Vec<u8>, i64, String)>> {
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix([keys::OVERDUE]).take(limit) {
+        for kv in self.settled().scan_prefix([keys::OVERDUE]).take(limit) {
             let (k, _) = kv?;
             let (due, subject) = keys::parse_overdue(&k);
             if due > now {
@@ -97,7 +97,7 @@ impl Store {
     /// nothing to prune reads one entry.
     pub fn alert_transitions_before(&self, cutoff: i64, limit: usize) -> Result<Vec<Alert>> {
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix([keys::ALERT_LOG]).take(limit) {
+        for kv in self.settled().scan_prefix([keys::ALERT_LOG]).take(limit) {
             let alert: Alert = codec::decode(&kv?.1)?;
             if alert.updated_at >= cutoff {
                 break;

@@ -10,6 +10,7 @@
 //! the first. Every other handle reads committed state only.
 
 mod alerts;
+mod applying;
 mod checkpoint;
 pub mod codec;
 mod device_sync;
@@ -82,6 +83,8 @@ pub struct Store {
     /// Writes staged but not yet committed, read before sled; only on the
     /// engine's handle (see [`Store::pipelined`]).
     staged: Option<Arc<Staged>>,
+    /// Commits answered but not yet in sled, shared by every handle.
+    applying: Arc<applying::Applying>,
     /// The event log's chunks (sled keeps where each one is).
     events: Arc<events::EventFiles>,
     wal: Arc<wal::Wal>,
@@ -188,6 +191,7 @@ impl Store {
             tree,
             legacy_ids,
             staged: None,
+            applying: Arc::default(),
             events,
             wal: Arc::new(wal),
             #[cfg(test)]
@@ -246,14 +250,31 @@ impl Store {
         }
     }
 
-    /// The stored bytes of `key`: staged first on the engine's handle.
+    /// The stored bytes of `key`: staged first on the engine's handle;
+    /// answered but not yet applied first on the others.
     fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        if let Some(staged) = &self.staged {
-            if let Some((_, value)) = staged.lock().get(key) {
-                return Ok(value.clone());
+        match &self.staged {
+            // The stage keeps a commit's writes until after its apply, and
+            // the engine's cache its records: this handle never needs
+            // `applying`.
+            Some(staged) => {
+                if let Some((_, value)) = staged.lock().get(key) {
+                    return Ok(value.clone());
+                }
+            }
+            None => {
+                if let Some(value) = self.applying.get(key) {
+                    return Ok(value);
+                }
             }
         }
         Ok(self.tree.get(key)?)
+    }
+
+    /// The tree for a range read, once every answered commit is in it.
+    fn settled(&self) -> &sled::Tree {
+        self.applying.settle();
+        &self.tree
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -299,7 +320,7 @@ impl Store {
     /// sequence, and where it is (or, written by earlier builds, the chunk).
     fn chunk_value_at(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>> {
         let last = self
-            .tree
+            .settled()
             .range(keys::event(0)..=keys::event(seq))
             .next_back()
             .transpose()?;
@@ -353,7 +374,7 @@ impl Store {
     }
 
     pub fn dimensions(&self) -> Result<Vec<DimensionSpec>> {
-        self.tree
+        self.settled()
             .scan_prefix([keys::DIMENSION])
             .map(|kv| codec::decode(&kv?.1))
             .collect()
@@ -378,7 +399,7 @@ impl Store {
         };
         let full_prefix = keys::with_prefix(keys::SCOPE, prefix);
         let mut out = Vec::new();
-        for kv in self.tree.range(start..) {
+        for kv in self.settled().range(start..) {
             let (k, v) = kv?;
             if !k.starts_with(&full_prefix) || out.len() >= limit {
                 break;
@@ -398,7 +419,7 @@ impl Store {
         &'a self,
         scope: Option<&'a str>,
     ) -> impl Iterator<Item = Result<(String, CustomerState)>> + 'a {
-        self.tree
+        self.settled()
             .scan_prefix([keys::CUSTOMER])
             .filter_map(move |kv| {
                 let (k, v) = match kv {
@@ -473,18 +494,25 @@ impl Store {
     }
 
     /// Makes a staged batch durable and atomic (one record of the
-    /// write-ahead log), applies its writes to the tree key by key, then
-    /// stops reading them from the stage. When this returns Ok, every write
-    /// of the batch survives `kill -9`. On failure the writes stay staged:
-    /// the engine refuses all work from then on, and the next open repairs
-    /// the tree from the log.
+    /// write-ahead log) and readable by every handle, calls `on_durable`
+    /// (which answers its callers), then applies its writes to the tree key
+    /// by key and stops reading them from the stage. Once `on_durable` is
+    /// called, every write of the batch survives `kill -9`. On failure the
+    /// writes stay staged: the engine refuses all work from then on, and the
+    /// next open repairs the tree from the log.
     ///
     /// # Panics
     /// On a handle that is not [`Store::pipelined`].
-    pub fn commit_staged(&self, mut batch: StagedBatch) -> Result<()> {
+    pub fn commit_staged(&self, mut batch: StagedBatch, on_durable: impl FnOnce()) -> Result<()> {
         batch.encode_records()?;
-        self.wal
-            .commit(&batch.writes, || self.apply_staged(&batch.writes))?;
+        self.wal.commit(&batch.writes, || {
+            let ticket = self.applying.publish(&batch.writes);
+            on_durable();
+            let applied = self.apply_staged(&batch.writes);
+            self.applying
+                .applied(ticket, &batch.writes, applied.is_ok());
+            applied
+        })?;
         self.unstage(batch.number, &batch.writes[..batch.staged_writes]);
         // Only now may the engine's cache let go of the records.
         drop(batch);
@@ -536,7 +564,7 @@ impl Store {
         }
         let count = |prefix: u8| -> Result<u64> {
             let mut n = 0;
-            for kv in self.tree.scan_prefix([prefix]) {
+            for kv in self.settled().scan_prefix([prefix]) {
                 kv?;
                 n += 1;
             }
@@ -820,13 +848,43 @@ mod tests {
         assert_eq!(customers_of(&pipelined, "all"), Some(2), "latest staged");
         assert_eq!(customers_of(&committed, "all"), None, "nothing committed");
 
-        pipelined.commit_staged(first).unwrap();
+        pipelined.commit_staged(first, || ()).unwrap();
         assert_eq!(customers_of(&committed, "all"), Some(1));
         // The second batch's write is still the one the writer must see.
         assert_eq!(customers_of(&pipelined, "all"), Some(2));
-        pipelined.commit_staged(second).unwrap();
+        pipelined.commit_staged(second, || ()).unwrap();
         assert_eq!(customers_of(&committed, "all"), Some(2));
         assert!(pipelined.staged.as_ref().unwrap().lock().is_empty());
+    }
+
+    #[test]
+    fn a_commit_is_read_by_every_handle_from_its_answer_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = Store::open(dir.path(), &options()).unwrap();
+        let pipelined = public.pipelined();
+        let mut batch = scope_batch("brand=acme", 3);
+        batch.put_events(1, &[event("e-1")]).unwrap();
+        let staged = pipelined.stage(batch);
+        let mut listing = None;
+        pipelined
+            .commit_staged(staged, || {
+                // Answered, not applied yet: sled lacks the writes.
+                let key = keys::with_prefix(keys::SCOPE, "brand=acme");
+                assert!(public.tree.get(key).unwrap().is_none());
+                assert_eq!(customers_of(&public, "brand=acme"), Some(3));
+                // A range read waits for the apply (on another thread:
+                // this one applies once the answer returns).
+                let reader = public.clone();
+                listing = Some(std::thread::spawn(move || {
+                    let scopes = reader.scopes("brand=", None, 10).unwrap();
+                    (scopes.len(), reader.last_sequence().unwrap())
+                }));
+            })
+            .unwrap();
+        let (scopes, last_sequence) = listing.unwrap().join().unwrap();
+        assert_eq!((scopes, last_sequence), (1, 1));
+        assert_eq!(public.applying.get(b"anything"), None);
+        assert_eq!(customers_of(&public, "brand=acme"), Some(3));
     }
 
     /// Options under which nothing is checkpointed before a close.
@@ -848,14 +906,14 @@ mod tests {
     /// Commits "gone", then deletes it and writes "all" (1, 3) and alice.
     fn commit_a_history(store: &Store) {
         store
-            .commit_staged(store.stage(scope_batch("gone", 1)))
+            .commit_staged(store.stage(scope_batch("gone", 1)), || ())
             .unwrap();
         let mut batch = scope_batch("all", 1);
         batch.delete(keys::with_prefix(keys::SCOPE, "gone"));
         batch.put_customer("alice", Arc::new(record_with_churn_alert(7)));
-        store.commit_staged(store.stage(batch)).unwrap();
+        store.commit_staged(store.stage(batch), || ()).unwrap();
         store
-            .commit_staged(store.stage(scope_batch("all", 3)))
+            .commit_staged(store.stage(scope_batch("all", 3)), || ())
             .unwrap();
     }
 
@@ -930,7 +988,7 @@ mod tests {
             let store = Store::open(dir.path(), &every_commit).unwrap().pipelined();
             for n in 1..=5 {
                 store
-                    .commit_staged(store.stage(scope_batch("all", n)))
+                    .commit_staged(store.stage(scope_batch("all", n)), || ())
                     .unwrap();
             }
             // A commit hands its generation over when the last is done.
@@ -1039,7 +1097,7 @@ mod tests {
                 .pipelined();
             let mut batch = WriteBatch::default();
             batch.put_events(1, &[event("a"), event("b")]).unwrap();
-            store.commit_staged(store.stage(batch)).unwrap();
+            store.commit_staged(store.stage(batch), || ()).unwrap();
             let stored = store.tree.get(keys::event(1)).unwrap().unwrap();
             assert_eq!(stored[0], codec::EVENT_REF_VERSION, "a reference");
             assert!(stored.len() < 40, "{} bytes in sled", stored.len());
@@ -1165,7 +1223,7 @@ mod tests {
             batch
                 .put(keys::with_prefix(keys::META, "big"), &big)
                 .unwrap();
-            store.commit_staged(store.stage(batch)).unwrap();
+            store.commit_staged(store.stage(batch), || ()).unwrap();
             let written = blobs();
             assert!(written.difference(&before).next().is_some(), "a new blob");
             store.close_wal().unwrap();
