@@ -42,9 +42,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Applying {
-    /// Makes a durable commit's writes readable before it is answered;
-    /// returns its ticket for [`Applying::applied`].
-    pub(super) fn publish(&self, writes: &Writes) -> u64 {
+    /// Makes a durable commit's writes readable before it is answered.
+    /// The commit counts as applied once the returned guard is done with,
+    /// or dropped (a panic on the way), so a range read never waits for an
+    /// apply that will not come.
+    pub(super) fn publish<'a>(&'a self, writes: &'a Writes) -> Published<'a> {
         let mut latest = lock(&self.latest);
         let ticket = {
             let mut progress = lock(&self.progress);
@@ -54,14 +56,19 @@ impl Applying {
         for (key, value) in writes {
             latest.insert(key.clone(), (ticket, value.clone()));
         }
-        ticket
+        Published {
+            applying: self,
+            writes,
+            ticket,
+            in_sled: false,
+        }
     }
 
     /// The commit with `ticket` is in sled. Its writes are read from sled
     /// from now on, unless sled may lack some of them (`in_sled` false: the
     /// apply failed, the engine refuses all work, and the next start
     /// replays the log); waiting range reads go on either way.
-    pub(super) fn applied(&self, ticket: u64, writes: &Writes, in_sled: bool) {
+    fn applied(&self, ticket: u64, writes: &Writes, in_sled: bool) {
         if in_sled {
             let mut latest = lock(&self.latest);
             for (key, _) in writes {
@@ -92,6 +99,28 @@ impl Applying {
     }
 }
 
+/// A published commit, until its apply is over.
+pub(super) struct Published<'a> {
+    applying: &'a Applying,
+    writes: &'a Writes,
+    ticket: u64,
+    in_sled: bool,
+}
+
+impl Published<'_> {
+    /// The apply is over: `in_sled` tells whether sled has every write.
+    pub(super) fn applied(mut self, in_sled: bool) {
+        self.in_sled = in_sled;
+    }
+}
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        self.applying
+            .applied(self.ticket, self.writes, self.in_sled);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,14 +135,14 @@ mod tests {
         let applying = Applying::default();
         let first = vec![put("a", "1"), put("b", "1")];
         let second = vec![put("b", "2"), (sled::IVec::from("c"), None)];
-        let t1 = applying.publish(&first);
-        let t2 = applying.publish(&second);
+        let p1 = applying.publish(&first);
+        let p2 = applying.publish(&second);
         assert_eq!(applying.get(b"a"), Some(Some("1".into())));
         assert_eq!(applying.get(b"b"), Some(Some("2".into())));
         assert_eq!(applying.get(b"c"), Some(None));
         assert_eq!(applying.get(b"d"), None);
 
-        applying.applied(t1, &first, true);
+        p1.applied(true);
         assert_eq!(applying.get(b"a"), None, "applied: read from sled");
         assert_eq!(
             applying.get(b"b"),
@@ -121,7 +150,7 @@ mod tests {
             "rewritten later"
         );
 
-        applying.applied(t2, &second, false);
+        p2.applied(false);
         assert_eq!(
             applying.get(b"b"),
             Some(Some("2".into())),
@@ -134,7 +163,7 @@ mod tests {
         let applying = Arc::new(Applying::default());
         applying.settle(); // nothing published: returns at once
         let writes = vec![put("a", "1")];
-        let ticket = applying.publish(&writes);
+        let published = applying.publish(&writes);
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = {
             let applying = applying.clone();
@@ -148,8 +177,21 @@ mod tests {
         assert!(rx
             .recv_timeout(std::time::Duration::from_millis(50))
             .is_err());
-        applying.applied(ticket, &writes, true);
+        published.applied(true);
         rx.recv().unwrap();
         reader.join().unwrap();
+    }
+
+    #[test]
+    fn a_commit_dropped_unapplied_releases_range_reads_and_stays_readable() {
+        let applying = Applying::default();
+        let writes = vec![put("a", "1")];
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _published = applying.publish(&writes);
+            panic!("the apply panicked");
+        }));
+        assert!(outcome.is_err());
+        applying.settle(); // returns: the commit counts as over
+        assert_eq!(applying.get(b"a"), Some(Some("1".into())));
     }
 }

@@ -513,11 +513,10 @@ impl Store {
                 on_durable();
                 return Ok(());
             }
-            let ticket = self.applying.publish(&batch.writes);
+            let published = self.applying.publish(&batch.writes);
             on_durable();
             let applied = self.apply_staged(&batch.writes);
-            self.applying
-                .applied(ticket, &batch.writes, applied.is_ok());
+            published.applied(applied.is_ok());
             applied
         })?;
         self.unstage(batch.number, &batch.writes[..batch.staged_writes]);
