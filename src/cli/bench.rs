@@ -194,6 +194,13 @@ struct TargetReport {
     ack_latency: Option<Latency>,
     /// Paced runs: how far the senders fell behind their schedule.
     pacing_max_behind_ms: Option<f64>,
+    /// CPU the server used over the measured phase, in cores (CPU seconds
+    /// per second), when the bench started it.
+    server_cpu_cores: Option<f64>,
+    /// The server's CPU time per acknowledged event.
+    server_cpu_us_per_event: Option<f64>,
+    /// CPU of the bench itself (the load generator) over the same time.
+    client_cpu_cores: Option<f64>,
     server_rss_bytes: Option<u64>,
     server_peak_rss_bytes: Option<u64>,
     data_dir_bytes: Option<u64>,
@@ -251,7 +258,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let gapwatch = match &args.server {
         Some(url) => {
-            let mut r = measure(&args, &plan, &prepared, url, args.alerts).await?;
+            let mut r = measure(&args, &plan, &prepared, url, args.alerts, None).await?;
             r.server = url.clone();
             r
         }
@@ -271,7 +278,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rate: None,
             ..plan.clone()
         };
-        let measured = measure(&args, &unpaced, &prepared, &server.url(), false).await;
+        let measured = measure(
+            &args,
+            &unpaced,
+            &prepared,
+            &server.url(),
+            false,
+            Some(server.pid),
+        )
+        .await;
         let rss = server.rss();
         server.stop().await?;
         let mut r = measured?;
@@ -352,7 +367,15 @@ async fn run_child(
     );
     let measured = async {
         configure(&server.url()).await?;
-        measure(args, plan, prepared, &server.url(), args.alerts).await
+        measure(
+            args,
+            plan,
+            prepared,
+            &server.url(),
+            args.alerts,
+            Some(server.pid),
+        )
+        .await
     }
     .await;
     let rss = server.rss();
@@ -416,13 +439,15 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
         .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))
 }
 
-/// Warm-up, then the measured phase, against `url`.
+/// Warm-up, then the measured phase, against `url` (served by process
+/// `server_pid` when the bench started it: its CPU time is measured).
 async fn measure(
     args: &BenchArgs,
     plan: &Plan,
     prepared: &Arc<Prepared>,
     url: &str,
     alerts: bool,
+    server_pid: Option<u32>,
 ) -> anyhow::Result<TargetReport> {
     let mut channels = Vec::new();
     for _ in 0..args.connections {
@@ -456,6 +481,7 @@ async fn measure(
         }
     }
     let tally = Arc::new(Tally::default());
+    let cpu = CpuClock::start(server_pid);
     let phase = load::run_phase(
         prepared,
         &timings,
@@ -465,6 +491,7 @@ async fn measure(
         warmup..prepared.len(),
     )
     .await?;
+    let cpu = cpu.stop();
     let alerts = match subscriber {
         Some(s) => Some(alert_latency::collect(s, prepared, &timings).await?),
         None => None,
@@ -489,6 +516,12 @@ async fn measure(
         first_error,
         ack_latency: Latency::of_sorted(&latencies),
         pacing_max_behind_ms: plan.rate.map(|_| phase.max_behind.as_secs_f64() * 1e3),
+        server_cpu_cores: cpu.server_cores,
+        server_cpu_us_per_event: cpu
+            .server_seconds
+            .filter(|_| phase.acked > 0)
+            .map(|s| s * 1e6 / phase.acked as f64),
+        client_cpu_cores: cpu.client_cores,
         server_rss_bytes: None,
         server_peak_rss_bytes: None,
         data_dir_bytes: None,
@@ -498,6 +531,47 @@ async fn measure(
         alerts,
         restart: None,
     })
+}
+
+/// CPU time of the server and of the bench across the measured phase: on a
+/// machine both share, what one uses the other cannot.
+struct CpuClock {
+    server_pid: Option<u32>,
+    started: Instant,
+    server: Option<f64>,
+    client: Option<f64>,
+}
+
+struct CpuUse {
+    server_seconds: Option<f64>,
+    server_cores: Option<f64>,
+    client_cores: Option<f64>,
+}
+
+impl CpuClock {
+    fn start(server_pid: Option<u32>) -> Self {
+        Self {
+            server_pid,
+            started: Instant::now(),
+            server: server_pid.and_then(child::cpu_seconds),
+            client: child::cpu_seconds(std::process::id()),
+        }
+    }
+
+    fn stop(self) -> CpuUse {
+        let wall = self.started.elapsed().as_secs_f64();
+        let since = |before: Option<f64>, pid: Option<u32>| {
+            Some(child::cpu_seconds(pid?)? - before?).filter(|s| *s >= 0.0)
+        };
+        let server_seconds = since(self.server, self.server_pid);
+        let client_seconds = since(self.client, Some(std::process::id()));
+        let cores = |s: Option<f64>| s.filter(|_| wall > 0.0).map(|s| s / wall);
+        CpuUse {
+            server_seconds,
+            server_cores: cores(server_seconds),
+            client_cores: cores(client_seconds),
+        }
+    }
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -583,6 +657,18 @@ fn human(r: &Report) -> String {
         );
         if let Some(e) = &t.first_error {
             let _ = writeln!(o, "  first error      {e}");
+        }
+        if let Some(cores) = t.server_cpu_cores {
+            let per_event = t
+                .server_cpu_us_per_event
+                .map_or(String::new(), |us| format!(" ({us:.1} µs per event)"));
+            let client = t
+                .client_cpu_cores
+                .map_or(String::new(), |c| format!(", bench client {c:.2} cores"));
+            let _ = writeln!(
+                o,
+                "  CPU              server {cores:.2} cores{per_event}{client}"
+            );
         }
         let _ = writeln!(
             o,

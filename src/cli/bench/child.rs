@@ -192,6 +192,25 @@ impl Rss {
     }
 }
 
+/// CPU time a process has used so far (user + system, every thread), from
+/// `/proc/PID/stat`; `None` where there is no such file.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    parse_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `utime` and `stime`, fields 14 and 15 of a `/proc/PID/stat` line, in
+/// clock ticks of 1/100 s (`USER_HZ`, fixed at 100 in Linux's interface to
+/// user space). The name (field 2) may hold spaces and parentheses, so the
+/// fields are counted from its closing one.
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // After the name: state is field 3, so utime (14) is the 12th.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Bytes of the files under `dir`: (apparent size, allocated on disk).
 pub fn dir_size(dir: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -240,5 +259,19 @@ impl Drop for WorkDir {
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_a_name_with_spaces_and_parentheses() {
+        let stat = "4242 (gw (serve) x) S 1 4242 4242 0 -1 4194560 2417 0 0 0 \
+                    1234 567 0 0 20 0 9 0 123456 1000000 5000 18446744073709551615";
+        assert_eq!(parse_cpu_seconds(stat), Some(18.01));
+        assert_eq!(parse_cpu_seconds("4242 (cut) S 1 2"), None);
+        assert_eq!(parse_cpu_seconds("no name at all"), None);
     }
 }
