@@ -1,5 +1,5 @@
 //! Commits that are durable (their write-ahead log record is synced) and
-//! answered, but whose writes sled has not applied yet.
+//! answered, but whose writes sled does not have yet.
 //!
 //! A commit is answered as soon as its record is synced, before its writes
 //! reach sled, which saves callers the apply (a third of a unary commit).
@@ -9,11 +9,31 @@
 //! - range reads (listings, the event and alert logs) wait for the applies
 //!   published before they started ([`Applying::settle`]), at most one
 //!   commit's apply.
+//!
+//! **Hot keys** (scope states, monitors, the meta keys: see [`is_hot`]) are
+//! rewritten by nearly every commit, and make up most of a small commit's
+//! sled inserts. They stay here, not applied, until the next checkpoint
+//! needs them in sled ([`Applying::write_hot`], run by the write-ahead log
+//! before it starts a new file) or a range read over them does. Sled is
+//! only ever given a hot key's value under this module's lock, so a value
+//! written there is never older than the one it replaces.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::journal::Writes;
+
+use super::keys;
+
+/// Keys that stay here until a checkpoint: scope states, monitor states and
+/// the meta keys (value histogram, entity counts). Each is point-read only,
+/// except scopes, whose listings call [`Applying::write_hot`] first.
+pub(super) fn is_hot(key: &[u8]) -> bool {
+    matches!(
+        key.first(),
+        Some(&keys::SCOPE) | Some(&keys::MONITOR) | Some(&keys::META)
+    )
+}
 
 /// Looked up on point reads: foldhash, seeded (keys are callers' ids).
 type Latest = HashMap<sled::IVec, (u64, Option<sled::IVec>), foldhash::quality::RandomState>;
@@ -64,22 +84,54 @@ impl Applying {
         }
     }
 
-    /// The commit with `ticket` is in sled. Its writes are read from sled
-    /// from now on, unless sled may lack some of them (`in_sled` false: the
-    /// apply failed, the engine refuses all work, and the next start
-    /// replays the log); waiting range reads go on either way.
+    /// The commit with `ticket` is in sled, but for its hot keys. Its other
+    /// writes are read from sled from now on, unless sled may lack some of
+    /// them (`in_sled` false: the apply failed, the engine refuses all
+    /// work, and the next start replays the log); waiting range reads go on
+    /// either way.
     fn applied(&self, ticket: u64, writes: &Writes, in_sled: bool) {
         if in_sled {
             let mut latest = lock(&self.latest);
             for (key, _) in writes {
                 // A later commit may have written the key again.
-                if latest.get(key).is_some_and(|(t, _)| *t == ticket) {
+                if !is_hot(key) && latest.get(key).is_some_and(|(t, _)| *t == ticket) {
                     latest.remove(key);
                 }
             }
         }
         lock(&self.progress).applied = ticket;
         self.done.notify_all();
+    }
+
+    /// Writes every hot key held here to `tree`, then lets go of them: before
+    /// a checkpoint (whose flush must cover every commit of the file it
+    /// retires) and before a range read over scopes.
+    pub(super) fn write_hot(&self, tree: &sled::Tree) -> sled::Result<()> {
+        let mut latest = lock(&self.latest);
+        let mut written = Vec::new();
+        for (key, (_, value)) in latest.iter().filter(|(key, _)| is_hot(key)) {
+            put(tree, key, value)?;
+            written.push(key.clone());
+        }
+        for key in written {
+            latest.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Writes hot keys a commit applies itself (one applied before it is
+    /// answered), replacing any older value held here.
+    pub(super) fn apply_hot<'w>(
+        &self,
+        tree: &sled::Tree,
+        writes: impl IntoIterator<Item = &'w (sled::IVec, Option<sled::IVec>)>,
+    ) -> sled::Result<()> {
+        let mut latest = lock(&self.latest);
+        for (key, value) in writes {
+            put(tree, key, value)?;
+            latest.remove(key);
+        }
+        Ok(())
     }
 
     /// The latest durable value of `key` when sled may not have it yet:
@@ -96,6 +148,13 @@ impl Applying {
         while progress.applied < target {
             progress = self.done.wait(progress).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+fn put(tree: &sled::Tree, key: &sled::IVec, value: &Option<sled::IVec>) -> sled::Result<()> {
+    match value {
+        Some(value) => tree.insert(key, value.clone()).map(drop),
+        None => tree.remove(key).map(drop),
     }
 }
 
@@ -133,36 +192,70 @@ mod tests {
     #[test]
     fn a_key_is_read_here_until_the_commit_that_last_wrote_it_is_applied() {
         let applying = Applying::default();
-        let first = vec![put("a", "1"), put("b", "1")];
-        let second = vec![put("b", "2"), (sled::IVec::from("c"), None)];
+        let first = vec![put("x-a", "1"), put("x-b", "1")];
+        let second = vec![put("x-b", "2"), (sled::IVec::from("x-c"), None)];
         let p1 = applying.publish(&first);
         let p2 = applying.publish(&second);
-        assert_eq!(applying.get(b"a"), Some(Some("1".into())));
-        assert_eq!(applying.get(b"b"), Some(Some("2".into())));
-        assert_eq!(applying.get(b"c"), Some(None));
-        assert_eq!(applying.get(b"d"), None);
+        assert_eq!(applying.get(b"x-a"), Some(Some("1".into())));
+        assert_eq!(applying.get(b"x-b"), Some(Some("2".into())));
+        assert_eq!(applying.get(b"x-c"), Some(None));
+        assert_eq!(applying.get(b"x-d"), None);
 
         p1.applied(true);
-        assert_eq!(applying.get(b"a"), None, "applied: read from sled");
+        assert_eq!(applying.get(b"x-a"), None, "applied: read from sled");
         assert_eq!(
-            applying.get(b"b"),
+            applying.get(b"x-b"),
             Some(Some("2".into())),
             "rewritten later"
         );
 
         p2.applied(false);
         assert_eq!(
-            applying.get(b"b"),
+            applying.get(b"x-b"),
             Some(Some("2".into())),
             "a failed apply leaves the durable values readable"
         );
     }
 
     #[test]
+    fn hot_keys_stay_until_written_for_a_checkpoint_or_replaced_by_an_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .unwrap()
+            .open_tree("t")
+            .unwrap();
+        let scope = |v: &str| (keys::with_prefix(keys::SCOPE, "all").into(), Some(v.into()));
+        let monitor = (
+            keys::with_prefix(keys::MONITOR, "m").into(),
+            Some("m1".into()),
+        );
+        let cold = put("x-a", "1");
+        let writes = vec![scope("s1"), monitor.clone(), cold.clone()];
+        let applying = Applying::default();
+        applying.publish(&writes).applied(true);
+        assert_eq!(applying.get(&writes[0].0), Some(Some("s1".into())));
+        assert_eq!(applying.get(&monitor.0), Some(Some("m1".into())));
+        assert_eq!(applying.get(&cold.0), None, "not hot: read from sled");
+
+        // A commit applied before its answer replaces the held value.
+        applying.apply_hot(&tree, &[scope("s2")]).unwrap();
+        assert_eq!(applying.get(&writes[0].0), None);
+        assert_eq!(tree.get(&writes[0].0).unwrap(), Some("s2".into()));
+        assert_eq!(tree.get(&monitor.0).unwrap(), None, "still held");
+
+        applying.write_hot(&tree).unwrap();
+        assert_eq!(applying.get(&monitor.0), None);
+        assert_eq!(tree.get(&monitor.0).unwrap(), Some("m1".into()));
+        assert_eq!(tree.get(&writes[0].0).unwrap(), Some("s2".into()));
+    }
+
+    #[test]
     fn a_range_read_waits_for_the_applies_published_before_it() {
         let applying = Arc::new(Applying::default());
         applying.settle(); // nothing published: returns at once
-        let writes = vec![put("a", "1")];
+        let writes = vec![put("x-a", "1")];
         let published = applying.publish(&writes);
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = {
@@ -185,13 +278,13 @@ mod tests {
     #[test]
     fn a_commit_dropped_unapplied_releases_range_reads_and_stays_readable() {
         let applying = Applying::default();
-        let writes = vec![put("a", "1")];
+        let writes = vec![put("x-a", "1")];
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _published = applying.publish(&writes);
             panic!("the apply panicked");
         }));
         assert!(outcome.is_err());
         applying.settle(); // returns: the commit counts as over
-        assert_eq!(applying.get(b"a"), Some(Some("1".into())));
+        assert_eq!(applying.get(b"x-a"), Some(Some("1".into())));
     }
 }

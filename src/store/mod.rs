@@ -179,19 +179,25 @@ impl Store {
             tree.apply_batch(sled_batch(writes))?;
             Ok(())
         };
+        let applying = Arc::new(applying::Applying::default());
+        let before_rotate: wal::BeforeRotate = {
+            let (applying, tree) = (applying.clone(), tree.clone());
+            Box::new(move || Ok(applying.write_hot(&tree)?))
+        };
         let wal = wal::Wal::open(
             path,
             &mut replay,
             flusher.clone(),
             options.sync_to_device,
             options.checkpoint_interval,
+            before_rotate,
         )?;
         let store = Self {
             db,
             tree,
             legacy_ids,
             staged: None,
-            applying: Arc::default(),
+            applying,
             events,
             wal: Arc::new(wal),
             #[cfg(test)]
@@ -250,31 +256,33 @@ impl Store {
         }
     }
 
-    /// The stored bytes of `key`: staged first on the engine's handle;
-    /// answered but not yet applied first on the others.
+    /// The stored bytes of `key`: staged first on the engine's handle, then
+    /// answered but not yet in sled, then sled.
     fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        match &self.staged {
-            // The stage keeps a commit's writes until after its apply, and
-            // the engine's cache its records: this handle never needs
-            // `applying`.
-            Some(staged) => {
-                if let Some((_, value)) = staged.lock().get(key) {
-                    return Ok(value.clone());
-                }
+        if let Some(staged) = &self.staged {
+            if let Some((_, value)) = staged.lock().get(key) {
+                return Ok(value.clone());
             }
-            None => {
-                if let Some(value) = self.applying.get(key) {
-                    return Ok(value);
-                }
-            }
+        }
+        if let Some(value) = self.applying.get(key) {
+            return Ok(value);
         }
         Ok(self.tree.get(key)?)
     }
 
-    /// The tree for a range read, once every answered commit is in it.
+    /// The tree for a range read, once every answered commit is in it
+    /// (but for hot keys: see `applying`).
     fn settled(&self) -> &sled::Tree {
         self.applying.settle();
         &self.tree
+    }
+
+    /// The tree for a range read over hot keys (scopes): every answered
+    /// commit is in it, hot keys included.
+    fn settled_with_hot_keys(&self) -> Result<&sled::Tree> {
+        self.applying.settle();
+        self.applying.write_hot(&self.tree)?;
+        Ok(&self.tree)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -399,7 +407,7 @@ impl Store {
         };
         let full_prefix = keys::with_prefix(keys::SCOPE, prefix);
         let mut out = Vec::new();
-        for kv in self.settled().range(start..) {
+        for kv in self.settled_with_hot_keys()?.range(start..) {
             let (k, v) = kv?;
             if !k.starts_with(&full_prefix) || out.len() >= limit {
                 break;
@@ -447,8 +455,13 @@ impl Store {
         let mut writes = std::mem::take(&mut batch.writes);
         encode_records(&batch.records, &mut writes, &mut batch.scratch)?;
         self.wal.commit(&writes, || {
-            let routed = route_events(&self.tree, &self.events, writes.clone(), Routing::New)?;
+            let (hot, cold): (Vec<_>, Vec<_>) = writes
+                .iter()
+                .cloned()
+                .partition(|(key, _)| applying::is_hot(key));
+            let routed = route_events(&self.tree, &self.events, cold, Routing::New)?;
             self.tree.apply_batch(sled_batch(routed))?;
+            self.applying.apply_hot(&self.tree, &hot)?;
             Ok(())
         })
     }
@@ -510,6 +523,8 @@ impl Store {
         self.wal.commit(&batch.writes, || {
             if batch.writes.len() > ANSWER_BEFORE_APPLY_MAX_WRITES {
                 self.apply_staged(&batch.writes)?;
+                let hot = batch.writes.iter().filter(|(key, _)| applying::is_hot(key));
+                self.applying.apply_hot(&self.tree, hot)?;
                 on_durable();
                 return Ok(());
             }
@@ -525,11 +540,12 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a logged batch key by key: `apply_batch` would hold sled's
-    /// process-wide write lock, stalling the writer's reads meanwhile. The
-    /// record is what makes the batch atomic across a crash.
+    /// Applies a logged batch key by key, but for its hot keys (see
+    /// `applying`): `apply_batch` would hold sled's process-wide write lock,
+    /// stalling the writer's reads meanwhile. The record is what makes the
+    /// batch atomic across a crash.
     fn apply_staged(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
-        for (key, value) in writes {
+        for (key, value) in writes.iter().filter(|(key, _)| !applying::is_hot(key)) {
             match value {
                 Some(chunk) if key.first() == Some(&keys::EVENT) => {
                     self.tree.insert(key, append_chunk(&self.events, chunk)?)?
@@ -570,7 +586,7 @@ impl Store {
         }
         let count = |prefix: u8| -> Result<u64> {
             let mut n = 0;
-            for kv in self.settled().scan_prefix([prefix]) {
+            for kv in self.settled_with_hot_keys()?.scan_prefix([prefix]) {
                 kv?;
                 n += 1;
             }
@@ -898,6 +914,41 @@ mod tests {
         assert_eq!((scopes, last_sequence), (1, 1));
         assert_eq!(public.applying.get(b"anything"), None);
         assert_eq!(customers_of(&public, "brand=acme"), Some(3));
+    }
+
+    #[test]
+    fn scope_states_reach_sled_at_checkpoints_and_listings_and_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::with_prefix(keys::SCOPE, "region=west");
+        {
+            let public = Store::open(dir.path(), &without_checkpoints()).unwrap();
+            let pipelined = public.pipelined();
+            let staged = pipelined.stage(scope_batch("region=west", 2));
+            pipelined.commit_staged(staged, || ()).unwrap();
+            assert!(public.tree.get(&key).unwrap().is_none(), "held back");
+            assert_eq!(customers_of(&public, "region=west"), Some(2));
+            assert_eq!(customers_of(&pipelined, "region=west"), Some(2));
+            // A listing writes them first.
+            assert_eq!(public.scopes("region=", None, 10).unwrap().len(), 1);
+            assert!(public.tree.get(&key).unwrap().is_some());
+
+            let staged = pipelined.stage(scope_batch("region=west", 5));
+            pipelined.commit_staged(staged, || ()).unwrap();
+            // Dropped without a checkpoint: a crash, as far as sled knows.
+        }
+        {
+            let store = Store::open(dir.path(), &without_checkpoints()).unwrap();
+            assert_eq!(customers_of(&store, "region=west"), Some(5), "replayed");
+            let pipelined = store.pipelined();
+            let staged = pipelined.stage(scope_batch("region=west", 7));
+            pipelined.commit_staged(staged, || ()).unwrap();
+            store.close_wal().unwrap();
+            assert_eq!(store.wal_pending_bytes(), 0, "checkpointed");
+        }
+        let store = Store::open(dir.path(), &without_checkpoints()).unwrap();
+        let stored = store.tree.get(&key).unwrap().expect("in sled");
+        let state: ScopeState = codec::decode_versioned(codec::SCOPE_VERSION, &stored).unwrap();
+        assert_eq!(state.customer_count(), 7, "written before the checkpoint");
     }
 
     #[test]
@@ -1255,7 +1306,7 @@ mod tests {
             // A value of 300 KiB: over sled's 128 KiB blob limit.
             let big = vec![n as u8; 300 * 1024];
             batch
-                .put(keys::with_prefix(keys::META, "big"), &big)
+                .put(keys::with_prefix(keys::ATTRIBUTE_KEY, "big"), &big)
                 .unwrap();
             store.commit_staged(store.stage(batch), || ()).unwrap();
             let written = blobs();

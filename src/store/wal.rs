@@ -42,8 +42,13 @@ const MAX_FILE_BYTES: u64 = 64 << 20;
 
 const SUFFIX: &str = ".wal";
 
+/// Run before a new file is started: sled must then hold every write the
+/// full file's records made (see `applying`, whose hot keys it writes).
+pub(super) type BeforeRotate = Box<dyn Fn() -> Result<()> + Send + Sync>;
+
 pub(super) struct Wal {
     dir: PathBuf,
+    before_rotate: BeforeRotate,
     sync_to_device: bool,
     interval: Duration,
     active: Mutex<Active>,
@@ -84,6 +89,7 @@ impl Wal {
         flusher: Arc<Flusher>,
         sync_to_device: bool,
         interval: Duration,
+        before_rotate: BeforeRotate,
     ) -> Result<Self> {
         let dir = data_dir.join("wal");
         if !dir.exists() {
@@ -114,6 +120,7 @@ impl Wal {
         Ok(Self {
             checkpointer: Checkpointer::start(flusher, dir.clone()),
             dir,
+            before_rotate,
             sync_to_device,
             interval,
             active: Mutex::new(Active {
@@ -182,6 +189,7 @@ impl Wal {
 
     /// Starts the next generation; returns the one just filled.
     fn rotate(&self, active: &mut Active) -> Result<u64> {
+        (self.before_rotate)()?;
         let next = active.generation + 1;
         active.file = create(&self.dir, next, self.sync_to_device)?;
         active.bytes = 0;
@@ -311,7 +319,15 @@ mod tests {
         let flusher = Arc::new(Flusher::new(db.clone(), Arc::new(events.unwrap()), None));
         let hour = Duration::from_secs(3_600);
         let mut apply = |_| Ok(());
-        let wal = Wal::open(data_dir.path(), &mut apply, flusher, false, hour).unwrap();
+        let wal = Wal::open(
+            data_dir.path(),
+            &mut apply,
+            flusher,
+            false,
+            hour,
+            Box::new(|| Ok(())),
+        )
+        .unwrap();
         let writes = [(sled::IVec::from(&b"k"[..]), None)];
         wal.commit(&writes, || Ok(())).unwrap();
         let failed = wal.commit(&writes, || Err(StoreError::Codec("apply".into())));
