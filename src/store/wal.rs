@@ -5,8 +5,9 @@
 //! then are its writes applied to sled, which is not flushed per commit.
 //! sled is flushed as a *checkpoint*, on a thread of its own (see
 //! `checkpoint`): about once per `checkpoint_interval`, or when a file
-//! reaches [`MAX_FILE_BYTES`], the committing thread starts a new file (the
-//! next generation) and hands the full one over; once sled's flush returns,
+//! reaches [`MAX_FILE_BYTES`], the committing thread writes to sled what it
+//! held back (the hot keys of `applying`), starts a new file (the next
+//! generation) and hands the full one over; once sled's flush returns,
 //! every write of that generation is durable in sled and its file is
 //! deleted. A start replays the files left, oldest first, then checkpoints.
 //!
