@@ -5,7 +5,7 @@
 //! (`gapwatch.v1.IngestService/RecordSurvey`), has kind SERVER and the
 //! `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`
 //! attributes, and records `trace_id` as a field so log lines inside it
-//! carry the trace id. The status is the one of the response head: errors
+//! carry the trace id (without an exporter, only a caller's). The status is the one of the response head: errors
 //! (trailers-only responses) are seen, a stream failing after its first
 //! message is not.
 
@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{TraceContextExt, TraceId};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -65,15 +65,22 @@ pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     }
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+    let caller_trace = parent.span().span_context().trace_id();
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
     span.set_attribute("rpc.system", "grpc");
     span.set_attribute("rpc.service", service.to_string());
     span.set_attribute("rpc.method", method.to_string());
-    let context = span.context();
-    let trace = context.span().span_context().trace_id();
-    if trace != opentelemetry::trace::TraceId::INVALID {
+    // With the OpenTelemetry layer (exporting), the span's own trace: the
+    // caller's, or a new one. Without it, the caller's, if it sent one.
+    let own_trace = span.context().span().span_context().trace_id();
+    let trace = if own_trace != TraceId::INVALID {
+        own_trace
+    } else {
+        caller_trace
+    };
+    if trace != TraceId::INVALID {
         span.record("trace_id", tracing::field::display(trace));
     }
     span
@@ -124,5 +131,63 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+    use tracing_subscriber::Layer;
+
+    /// Every value a span's `trace_id` field is given.
+    #[derive(Clone, Default)]
+    struct TraceIds(Arc<Mutex<Vec<String>>>);
+
+    struct Visit<'a>(&'a Mutex<Vec<String>>);
+
+    impl tracing::field::Visit for Visit<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "trace_id" {
+                self.0.lock().unwrap().push(format!("{value:?}"));
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for TraceIds {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: LayerContext<'_, S>,
+        ) {
+            values.record(&mut Visit(&self.0));
+        }
+    }
+
+    #[test]
+    fn without_an_exporter_a_callers_trace_id_is_still_recorded_for_the_logs() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let ids = TraceIds::default();
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        // Logs only: no OpenTelemetry layer, as when nothing is exported.
+        let subscriber = tracing_subscriber::registry().with(ids.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let traced = http::Request::builder()
+                .uri("/gapwatch.v1.IngestService/RecordSurvey")
+                .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+                .body(())
+                .unwrap();
+            let _traced = request_span(&traced);
+            let untraced = http::Request::builder()
+                .uri("/gapwatch.v1.IngestService/RecordSurvey")
+                .body(())
+                .unwrap();
+            let _untraced = request_span(&untraced);
+        });
+        assert_eq!(*ids.0.lock().unwrap(), vec![trace_id.to_string()]);
     }
 }
