@@ -7,7 +7,8 @@
 //! The engine pipelines its commits: it *stages* a batch (its own reads see
 //! it at once, through [`Store::pipelined`], customer records excepted: see
 //! [`Store::stage`]) and builds the next one while a second thread commits
-//! the first. Every other handle reads committed state only.
+//! the first. Every other handle reads committed state only: what sled has,
+//! and what `applying` holds of commits answered before sled had them.
 
 mod alerts;
 mod applying;
@@ -509,12 +510,13 @@ impl Store {
     /// Makes a staged batch durable and atomic (one record of the
     /// write-ahead log) and readable by every handle, calls `on_durable`
     /// (which answers its callers), then applies its writes to the tree key
-    /// by key and stops reading them from the stage. A batch of more than
-    /// [`ANSWER_BEFORE_APPLY_MAX_WRITES`] is applied before `on_durable`.
-    /// Once `on_durable` is called, every write of the batch survives
-    /// `kill -9`. On failure the
-    /// writes stay staged: the engine refuses all work from then on, and the
-    /// next open repairs the tree from the log.
+    /// by key (but for its hot keys, held until a checkpoint: see
+    /// `applying`) and stops reading them from the stage. A batch of more
+    /// than [`ANSWER_BEFORE_APPLY_MAX_WRITES`] is applied whole before
+    /// `on_durable`. Once `on_durable` is called, every write of the batch
+    /// survives `kill -9`. On failure the writes stay staged: the engine
+    /// refuses all work from then on, and the next open repairs the tree
+    /// from the log.
     ///
     /// # Panics
     /// On a handle that is not [`Store::pipelined`].
