@@ -5,9 +5,9 @@
 //! (`gapwatch.v1.IngestService/RecordSurvey`), has kind SERVER and the
 //! `rpc.system`, `rpc.service`, `rpc.method` and `rpc.grpc.status_code`
 //! attributes, and records `trace_id` as a field so log lines inside it
-//! carry the trace id (without an exporter, only a caller's). The status is the one of the response head: errors
-//! (trailers-only responses) are seen, a stream failing after its first
-//! message is not.
+//! carry the trace id (without an exporter, only a caller's). The status is
+//! the one of the response head: errors (trailers-only responses) are seen,
+//! a stream failing after its first message is not.
 
 use std::future::Future;
 use std::pin::Pin;
