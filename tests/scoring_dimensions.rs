@@ -171,6 +171,17 @@ fn dimension_gaps_and_absence() {
     assert_close(rel.perception_gap, 1.0);
     assert_eq!(rel.rating_count, 2);
     assert_close(Some(rel.importance), 1.0);
+    // What the alert monitors read after each rating: the report's gaps.
+    let gaps = w.scope.derived_gaps(&dims[0]).expect("rated");
+    assert_eq!(
+        (gaps.understanding, gaps.procedure, gaps.perception),
+        (rel.understanding_gap, rel.procedure_gap, rel.perception_gap)
+    );
+    assert_eq!(gaps.rating_count, 2);
+    assert!(
+        w.scope.derived_gaps(&dims[2]).is_none(),
+        "no tangibles data"
+    );
     // empathy: Ē = P̄ = 5, no M_d, procedure max(0, 5 − 6) = 0, no measures.
     let emp = &r.dimensions[1];
     assert_close(emp.total_gap, 0.0);

@@ -122,7 +122,13 @@ impl Event {
 }
 
 pub fn scope_name(key: &str, value: &str) -> String {
-    format!("{key}={value}")
+    // Per attribute of every event: `format!` showed in the writer's
+    // profile (3%), three appends do not.
+    let mut name = String::with_capacity(key.len() + 1 + value.len());
+    name.push_str(key);
+    name.push('=');
+    name.push_str(value);
+    name
 }
 
 /// A configured service dimension.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::rules::AlertSettings;
 use super::Map;
 use crate::domain::alert::{
-    Alert, AlertKind, AlertSeverity, AlertState, ComplaintStage, GapKind, Subject,
+    Alert, AlertKind, AlertSeverity, AlertState, ComplaintStage, GapKind, ScopeSubject, Subject,
 };
 use crate::domain::{DimensionSpec, Millis, Severity, MILLIS_PER_HOUR};
 use crate::error::{Error, Result};
@@ -22,6 +22,39 @@ use crate::store::{Store, WriteBatch};
 struct Monitor {
     state: MonitorState,
     dirty: bool,
+}
+
+/// Monitors by subject, looked up by a [`Subject`] or a [`ScopeSubject`].
+type Monitors = hashbrown::HashMap<Subject, Monitor, foldhash::quality::RandomState>;
+
+/// What a monitor can be looked up by.
+trait MonitorKey: std::hash::Hash + hashbrown::Equivalent<Subject> {
+    fn to_subject(&self) -> Subject;
+    fn storage_key(&self) -> String;
+}
+
+impl MonitorKey for Subject {
+    fn to_subject(&self) -> Subject {
+        self.clone()
+    }
+    fn storage_key(&self) -> String {
+        self.key()
+    }
+}
+
+impl MonitorKey for ScopeSubject<'_> {
+    fn to_subject(&self) -> Subject {
+        ScopeSubject::to_subject(*self)
+    }
+    fn storage_key(&self) -> String {
+        self.key()
+    }
+}
+
+impl hashbrown::Equivalent<Subject> for ScopeSubject<'_> {
+    fn equivalent(&self, subject: &Subject) -> bool {
+        self.views(subject)
+    }
 }
 
 /// What a transition reports besides its state.
@@ -40,7 +73,7 @@ pub(super) struct Alerting<'a> {
     now: Millis,
     next_sequence: u64,
     /// Keyed by subject: the storage key is only built to load and store.
-    monitors: Map<Subject, Monitor>,
+    monitors: Monitors,
     /// Latest transition of alerts changed in this commit.
     latest: Map<u64, Alert>,
     /// New transitions, in sequence order.
@@ -63,7 +96,7 @@ impl<'a> Alerting<'a> {
             settings,
             now,
             next_sequence,
-            monitors: Map::default(),
+            monitors: Monitors::default(),
             latest: Map::default(),
             log: Vec::new(),
             overdue_new: Vec::new(),
@@ -76,14 +109,14 @@ impl<'a> Alerting<'a> {
     /// The subject's monitor, loaded into the working set on first use.
     /// By reference: most observations find it loaded, and then nothing
     /// is allocated.
-    fn monitor(&mut self, subject: &Subject) -> Result<&mut Monitor> {
+    fn monitor(&mut self, subject: &impl MonitorKey) -> Result<&mut Monitor> {
         if !self.monitors.contains_key(subject) {
-            let state = self.store.monitor(&subject.key())?.unwrap_or_default();
+            let state = self.store.monitor(&subject.storage_key())?;
             let monitor = Monitor {
-                state,
+                state: state.unwrap_or_default(),
                 dirty: false,
             };
-            self.monitors.insert(subject.clone(), monitor);
+            self.monitors.insert(subject.to_subject(), monitor);
         }
         Ok(self.monitors.get_mut(subject).expect("inserted above"))
     }
@@ -178,7 +211,7 @@ impl<'a> Alerting<'a> {
     /// Feeds one observation of a CUSUM-monitored series.
     fn series(
         &mut self,
-        subject: Subject,
+        subject: ScopeSubject<'_>,
         x: f64,
         direction: Direction,
         params: &DetectorParams,
@@ -203,12 +236,17 @@ impl<'a> Alerting<'a> {
         let open = monitor.state.open.is_some();
         match signal {
             Some(Signal::Fired) if !open => {
-                let message = describe_change(&subject, &reading, true);
-                self.open(subject, AlertSeverity::Warning, reading, message)
+                let message = describe_change(subject, &reading, true);
+                self.open(
+                    subject.to_subject(),
+                    AlertSeverity::Warning,
+                    reading,
+                    message,
+                )
             }
             Some(Signal::Resolved) if open => {
-                let message = describe_change(&subject, &reading, false);
-                self.close(subject, reading, message)
+                let message = describe_change(subject, &reading, false);
+                self.close(subject.to_subject(), reading, message)
             }
             _ => Ok(()),
         }
@@ -217,7 +255,7 @@ impl<'a> Alerting<'a> {
     /// Checks a derived gap against its threshold.
     fn level(
         &mut self,
-        subject: Subject,
+        subject: ScopeSubject<'_>,
         value: f64,
         threshold: f64,
         count: u64,
@@ -242,32 +280,27 @@ impl<'a> Alerting<'a> {
             observations: count,
             event_at: at,
         };
-        let (dimension, gap, scope) = match &subject {
-            Subject::Scope {
-                dimension,
-                gap,
-                scope,
-                ..
-            } => (
-                dimension.clone().unwrap_or_default(),
-                gap.map_or("", GapKind::tag),
-                scope.clone(),
-            ),
-            _ => unreachable!("level monitors watch scopes"),
-        };
+        let dimension = subject.dimension.unwrap_or_default();
+        let gap = subject.gap.map_or("", GapKind::tag);
+        let scope = subject.scope;
         match signal {
             Some(Signal::Fired) if !open => {
                 let message = format!(
                     "{dimension} {gap} gap in {scope} reached {value:.2} points (threshold {threshold})"
                 );
-                self.open(subject, AlertSeverity::Warning, reading, message)
+                self.open(
+                    subject.to_subject(),
+                    AlertSeverity::Warning,
+                    reading,
+                    message,
+                )
             }
             Some(Signal::Resolved) if open => {
                 let message = format!(
                     "{dimension} {gap} gap in {scope} back to {value:.2} points (below {:.2})",
                     threshold * fraction
                 );
-                self.close(subject, reading, message)
+                self.close(subject.to_subject(), reading, message)
             }
             _ => Ok(()),
         }
@@ -283,10 +316,10 @@ impl<'a> Alerting<'a> {
         dimensions: &BTreeMap<String, DimensionSpec>,
     ) -> Result<()> {
         let s = self.settings;
-        let subject = |kind, dimension: Option<&str>, gap| Subject::Scope {
+        let subject = |kind, dimension, gap| ScopeSubject {
             kind,
-            scope: scope.to_string(),
-            dimension: dimension.map(str::to_string),
+            scope,
+            dimension,
             gap,
         };
         match op {
@@ -351,38 +384,30 @@ impl<'a> Alerting<'a> {
         spec: &DimensionSpec,
         at: Millis,
     ) -> Result<()> {
-        let Some(report) = state.dimension_report(spec) else {
+        let Some(gaps) = state.derived_gaps(spec) else {
             return Ok(());
         };
-        if report.rating_count < self.settings.derived_min_ratings {
+        if gaps.rating_count < self.settings.derived_min_ratings {
             return Ok(());
         }
         let s = self.settings;
         for (gap, value, threshold) in [
             (
                 GapKind::Understanding,
-                report.understanding_gap,
+                gaps.understanding,
                 s.understanding_threshold,
             ),
-            (
-                GapKind::Procedure,
-                report.procedure_gap,
-                s.procedure_threshold,
-            ),
-            (
-                GapKind::Perception,
-                report.perception_gap,
-                s.perception_threshold,
-            ),
+            (GapKind::Procedure, gaps.procedure, s.procedure_threshold),
+            (GapKind::Perception, gaps.perception, s.perception_threshold),
         ] {
             if let Some(value) = value {
-                let subject = Subject::Scope {
+                let subject = ScopeSubject {
                     kind: AlertKind::GapWidening,
-                    scope: scope.to_string(),
-                    dimension: Some(spec.name.clone()),
+                    scope,
+                    dimension: Some(&spec.name),
                     gap: Some(gap),
                 };
-                self.level(subject, value, threshold, report.rating_count, at)?;
+                self.level(subject, value, threshold, gaps.rating_count, at)?;
             }
         }
         Ok(())
@@ -624,37 +649,34 @@ fn stage_noun(stage: ComplaintStage) -> &'static str {
 }
 
 /// "responsiveness gap in region=east widened from 0.4 to 1.3 points".
-fn describe_change(subject: &Subject, r: &Reading, fired: bool) -> String {
-    let Subject::Scope {
+fn describe_change(subject: ScopeSubject<'_>, r: &Reading, fired: bool) -> String {
+    let ScopeSubject {
         kind,
         scope,
         dimension,
         gap,
-    } = subject
-    else {
-        return String::new();
-    };
+    } = subject;
     let from = r.baseline.map_or("?".into(), |b| format!("{b:.2}"));
     let to = r.value.map_or("?".into(), |v| format!("{v:.2}"));
     let what = match (kind, gap) {
         (AlertKind::GapWidening, Some(GapKind::Total)) => {
-            format!("{} gap in {scope}", dimension.as_deref().unwrap_or(""))
+            format!("{} gap in {scope}", dimension.unwrap_or(""))
         }
         (AlertKind::GapWidening, Some(g)) => format!(
             "{} {} shortfall in {scope}",
-            dimension.as_deref().unwrap_or(""),
+            dimension.unwrap_or(""),
             g.tag()
         ),
         (AlertKind::SatisfactionDrop, _) => format!("satisfaction in {scope}"),
         (AlertKind::LoyaltyDrop, _) => format!("advocacy in {scope}"),
-        _ => scope.clone(),
+        _ => scope.to_string(),
     };
     let moved = match (kind, fired) {
         (AlertKind::GapWidening, true) => "widened",
         (_, true) => "dropped",
         (_, false) => "back in control",
     };
-    let unit = if *gap == Some(GapKind::Total) {
+    let unit = if gap == Some(GapKind::Total) {
         " points"
     } else {
         ""
@@ -663,5 +685,56 @@ fn describe_change(subject: &Subject, r: &Reading, fired: bool) -> String {
         format!("{what} {moved} from {from} to {to}{unit}")
     } else {
         format!("{what} {moved} (baseline {from}{unit})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitors_are_found_by_a_borrowed_scope_subject() {
+        let view = ScopeSubject {
+            kind: AlertKind::GapWidening,
+            scope: "all",
+            dimension: Some("speed"),
+            gap: Some(GapKind::Behavior),
+        };
+        let mut monitors = Monitors::default();
+        let monitor = Monitor {
+            state: MonitorState::default(),
+            dirty: true,
+        };
+        monitors.insert(view.to_subject(), monitor);
+        monitors.insert(
+            Subject::Customer {
+                customer: "all".into(),
+            },
+            Monitor {
+                state: MonitorState::default(),
+                dirty: false,
+            },
+        );
+        assert!(monitors.get(&view).is_some_and(|m| m.dirty));
+        for other in [
+            ScopeSubject {
+                scope: "region=east",
+                ..view
+            },
+            ScopeSubject {
+                dimension: None,
+                ..view
+            },
+            ScopeSubject {
+                gap: Some(GapKind::Total),
+                ..view
+            },
+            ScopeSubject {
+                kind: AlertKind::SatisfactionDrop,
+                ..view
+            },
+        ] {
+            assert!(monitors.get(&other).is_none(), "{other:?}");
+        }
     }
 }

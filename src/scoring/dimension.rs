@@ -152,28 +152,52 @@ impl DimStats {
     pub fn report(&self, spec: &DimensionSpec) -> DimensionReport {
         let e = self.expectation.mean();
         let p = self.perception.mean();
-        let behavior = self.behavior.report();
-        // Q_d: the perception that the measured delivery would justify.
-        let delivered = behavior
-            .as_ref()
-            .map(|b| 1.0 + 6.0 * (1.0 - b.rate_percent / 100.0));
+        let derived = self.derived_gaps(spec);
         DimensionReport {
             dimension: spec.name.clone(),
             mean_expectation: e,
             mean_perception: p,
             total_gap: e.zip(p).map(|(e, p)| e - p),
             promotion_gap: self.promotion.report(),
-            understanding_gap: e
-                .zip(spec.predicted_expectation)
-                .map(|(e, m)| (e - m).abs()),
-            procedure_gap: e.zip(spec.standard_level).map(|(e, s)| (e - s).max(0.0)),
-            behavior_gap: behavior,
-            perception_gap: delivered.zip(p).map(|(q, p)| (q - p).max(0.0)),
+            understanding_gap: derived.understanding,
+            procedure_gap: derived.procedure,
+            behavior_gap: self.behavior.report(),
+            perception_gap: derived.perception,
             importance: self.importance(),
             kano_class: self.kano_class(),
             rating_count: self.ratings,
         }
     }
+
+    /// The three gaps derived against the spec (what the alert monitors
+    /// check after every rating, without building a whole report).
+    pub fn derived_gaps(&self, spec: &DimensionSpec) -> DerivedGaps {
+        let e = self.expectation.mean();
+        let p = self.perception.mean();
+        // Q_d: the perception that the measured delivery would justify.
+        let delivered = self
+            .behavior
+            .report()
+            .map(|b| 1.0 + 6.0 * (1.0 - b.rate_percent / 100.0));
+        DerivedGaps {
+            understanding: e
+                .zip(spec.predicted_expectation)
+                .map(|(e, m)| (e - m).abs()),
+            procedure: e.zip(spec.standard_level).map(|(e, s)| (e - s).max(0.0)),
+            perception: delivered.zip(p).map(|(q, p)| (q - p).max(0.0)),
+            rating_count: self.ratings,
+        }
+    }
+}
+
+/// Understanding, procedure and perception gaps of one dimension (as in
+/// its [`DimensionReport`]), and the ratings behind them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DerivedGaps {
+    pub understanding: Option<f64>,
+    pub procedure: Option<f64>,
+    pub perception: Option<f64>,
+    pub rating_count: u64,
 }
 
 /// A report for a configured dimension without any data.

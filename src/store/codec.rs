@@ -45,9 +45,36 @@ pub fn encode_versioned_into<T: Serialize>(
     buf: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
     buf.clear();
-    *buf = postcard::to_extend(&(version, value), std::mem::take(buf))
-        .map_err(|e| StoreError::Codec(e.to_string()))?;
-    Ok(())
+    append(&(version, value), buf)
+}
+
+/// Serializes `value` at the end of `buf`. postcard's own `to_extend` goes
+/// through `Extend<u8>` a byte at a time, which showed as a tenth of the
+/// commit thread encoding customer records; this appends slices whole.
+pub fn append<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    postcard::serialize_with_flavor(value, AppendTo(buf))
+        .map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+/// A postcard output that appends to a `Vec` it borrows.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -106,5 +133,17 @@ mod tests {
             Err(StoreError::Schema { found, .. }) if found == SCHEMA_VERSION + 1
         ));
         assert!(decode::<(u32, String)>(&[]).is_err());
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_only_the_new_value_and_append_keeps_it() {
+        let mut buf = Vec::new();
+        encode_into(&"a much longer first value".to_string(), &mut buf).unwrap();
+        encode_into(&(7u32, "x".to_string()), &mut buf).unwrap();
+        assert_eq!(buf, encode(&(7u32, "x".to_string())).unwrap());
+        append(&300u32, &mut buf).unwrap();
+        let (value, rest): ((u32, String), _) = decode_prefix(&buf).unwrap();
+        assert_eq!(value, (7, "x".into()));
+        assert_eq!(postcard::from_bytes::<u32>(rest).unwrap(), 300);
     }
 }

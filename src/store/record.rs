@@ -80,9 +80,7 @@ pub fn encode(record: &CustomerRecord) -> Result<Vec<u8>> {
 /// [`encode`] into `buf` (see `codec::encode_into`).
 pub fn encode_into(record: &CustomerRecord, buf: &mut Vec<u8>) -> Result<()> {
     codec::encode_into(record, buf)?;
-    *buf = postcard::to_extend(&record.ids, std::mem::take(buf))
-        .map_err(|e| StoreError::Codec(e.to_string()))?;
-    Ok(())
+    codec::append(&record.ids, buf)
 }
 
 /// A record without its ids, for readers that need only the state or the

@@ -267,6 +267,13 @@ impl ScopeState {
         self.dimensions.get(&spec.name).map(|d| d.report(spec))
     }
 
+    /// [`DimStats::derived_gaps`] of one dimension, if it has data.
+    pub fn derived_gaps(&self, spec: &DimensionSpec) -> Option<dimension::DerivedGaps> {
+        self.dimensions
+            .get(&spec.name)
+            .map(|d| d.derived_gaps(spec))
+    }
+
     pub fn report(&self, as_of: Millis, dims: &[DimensionSpec], p: &Params) -> ScopeReport {
         let h = p.half_life_ms();
         let w = &p.loyalty_weights;
