@@ -140,6 +140,12 @@ impl<'a> Txn<'a> {
             );
             let mut added = Vec::new();
             for scope in &event_scopes {
+                // Usually a member already, of a few scopes: equality
+                // (lengths first) is cheaper than the ordering compares of
+                // a binary search, which showed in the writer's profile.
+                if record.scopes.len() <= 8 && record.scopes.contains(scope) {
+                    continue;
+                }
                 if let Err(at) = record.scopes.binary_search(scope) {
                     record.scopes.insert(at, scope.clone());
                     added.push(scope.clone());

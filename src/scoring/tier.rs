@@ -36,8 +36,30 @@ pub fn value_bucket_of(value: &Decayed, gross: &Decayed, h_ms: f64) -> Option<i6
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredHistogram")]
 pub struct ValueHistogram {
     counts: BTreeMap<i64, u64>,
+    /// The sum of `counts`, which the VIP threshold needs after every
+    /// purchase (summing the buckets each time showed in the writer's
+    /// profile). Not stored: the stored value is `counts` alone.
+    #[serde(skip_serializing)]
+    customers: u64,
+}
+
+/// The stored layout (what `ValueHistogram` serializes to).
+#[derive(Deserialize)]
+struct StoredHistogram {
+    counts: BTreeMap<i64, u64>,
+}
+
+impl From<StoredHistogram> for ValueHistogram {
+    fn from(stored: StoredHistogram) -> Self {
+        let customers = stored.counts.values().sum();
+        Self {
+            counts: stored.counts,
+            customers,
+        }
+    }
 }
 
 impl ValueHistogram {
@@ -49,7 +71,10 @@ impl ValueHistogram {
         }
         if let Some(b) = old {
             if let Some(c) = self.counts.get_mut(&b) {
-                *c = c.saturating_sub(1);
+                if *c > 0 {
+                    *c -= 1;
+                    self.customers = self.customers.saturating_sub(1);
+                }
                 if *c == 0 {
                     self.counts.remove(&b);
                 }
@@ -57,12 +82,13 @@ impl ValueHistogram {
         }
         if let Some(b) = new {
             *self.counts.entry(b).or_insert(0) += 1;
+            self.customers += 1;
         }
     }
 
     /// Purchasing customers counted.
     pub fn customers(&self) -> u64 {
-        self.counts.values().sum()
+        self.customers
     }
 
     /// The lowest VIP bucket, by nearest rank: with `N` customers the top
@@ -144,6 +170,30 @@ mod tests {
         // Eleven: k = ⌈2.2⌉ = 3.
         h.replace(None, Some(50));
         assert_eq!(h.vip_threshold(&p), Some(800));
+    }
+
+    #[test]
+    fn the_stored_layout_is_the_counts_alone_and_the_total_is_rebuilt() {
+        let mut h = ValueHistogram::default();
+        for (old, new) in [
+            (None, Some(3)),
+            (None, Some(3)),
+            (None, Some(-2)),
+            (Some(3), None),
+        ] {
+            h.replace(old, new);
+        }
+        assert_eq!(h.customers(), 2);
+        let bytes = postcard::to_allocvec(&h).unwrap();
+        // What every earlier build wrote and reads: the map, nothing after.
+        assert_eq!(bytes, postcard::to_allocvec(&h.counts).unwrap());
+        let read: ValueHistogram = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(read, h);
+        assert_eq!(read.customers(), 2);
+        // Removing from an empty bucket changes nothing.
+        let mut emptied = read.clone();
+        emptied.replace(Some(7), None);
+        assert_eq!(emptied, read);
     }
 
     #[test]
