@@ -510,3 +510,85 @@ async fn metrics_endpoint_counts_ingested_events_and_serves_healthz() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_stream_events_are_counted_by_kind_and_outcome() {
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(dir.path(), Telemetry::local(), true).await;
+    let admin = server.bound.admin.expect("admin port bound");
+    let survey_event = |s: proto::Survey| proto::Event {
+        kind: Some(proto::event::Kind::Survey(s)),
+    };
+    let interaction_event = |id: &str, kind: proto::InteractionKind| proto::Event {
+        kind: Some(proto::event::Kind::Interaction(proto::Interaction {
+            event_id: id.to_string(),
+            customer_id: "c-9".to_string(),
+            occur_time: Some(pbjson_types::Timestamp {
+                seconds: T0,
+                nanos: 0,
+            }),
+            kind: kind as i32,
+            amount: Some(25.0),
+            ..proto::Interaction::default()
+        })),
+    };
+
+    let mut ingest = server.ingest();
+    let batch = ingest
+        .record_batch(proto::RecordBatchRequest {
+            events: vec![
+                interaction_event("b-1", proto::InteractionKind::Purchase),
+                survey_event(survey("b-2", "c-9", Some(4))),
+                survey_event(survey("b-3", "c-9", None)),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = batch.results.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids, ["b-1", "b-2", "b-3"]);
+
+    let requests = [
+        survey_event(survey("b-2", "c-9", Some(4))),
+        interaction_event("b-4", proto::InteractionKind::Unspecified),
+    ]
+    .map(|event| proto::StreamEventsRequest { event: Some(event) });
+    let mut acks = ingest
+        .stream_events(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(ack) = acks.message().await.unwrap() {
+        streamed.push((ack.event_id, ack.status));
+    }
+    assert_eq!(
+        streamed,
+        [
+            ("b-2".to_string(), proto::EventStatus::Duplicate as i32),
+            ("b-4".to_string(), proto::EventStatus::Rejected as i32),
+        ]
+    );
+
+    let text = scrape(admin).await;
+    let interaction = |outcome: &str| {
+        format!("gapwatch_events_total{{kind=\"interaction\",outcome=\"{outcome}\"")
+    };
+    assert_eq!(sample(&text, ACCEPTED), Some(1.0), "{text}");
+    assert_eq!(sample(&text, DUPLICATE), Some(1.0), "{text}");
+    assert_eq!(sample(&text, INVALID), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &format!("{}}}", interaction("accepted"))),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("{},reason=\"INVALID_ARGUMENT\"}}", interaction("rejected"))
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    server.stop().await;
+}

@@ -73,80 +73,92 @@ impl IngestApi {
     }
 }
 
+/// What is kept of a wire event until it is answered: the id its result
+/// echoes and its kind (counted then). The wire event itself is dropped
+/// once validated, so that a stream's up to 8,192 unanswered events hold
+/// ids, not whole requests, while they wait for their commit.
+struct Echo {
+    id: String,
+    kind: EventKind,
+}
+
 /// Validates wire events; the valid ones are returned for the engine, the
 /// invalid ones already have their result.
 fn validate_all(
-    events: &[proto::Event],
+    events: Vec<proto::Event>,
     first_index: u64,
     field_prefix: Option<&str>,
     ctx: &Context,
-) -> (Vec<Event>, Vec<Option<EventResult>>) {
+) -> (Vec<Event>, Vec<Option<EventResult>>, Vec<Echo>) {
     let mut valid = Vec::with_capacity(events.len());
     let mut results = Vec::with_capacity(events.len());
-    for (offset, wire) in events.iter().enumerate() {
+    let mut echoes = Vec::with_capacity(events.len());
+    for (offset, mut wire) in events.into_iter().enumerate() {
         let index = first_index + offset as u64;
         let prefix = field_prefix.map_or(String::new(), |p| format!("{p}[{offset}]"));
-        match validate::event(wire, ctx, &prefix) {
+        match validate::event(&wire, ctx, &prefix) {
             Ok(event) => {
                 valid.push(event);
                 results.push(None);
             }
             Err(violations) => results.push(Some(rejected(
                 index,
-                validate::event_id(wire),
+                validate::event_id(&wire),
                 &Error::InvalidArgument(violations),
             ))),
         }
+        echoes.push(Echo {
+            kind: EventKind::of(&wire),
+            id: validate::take_event_id(&mut wire),
+        });
     }
-    (valid, results)
+    (valid, results, echoes)
 }
 
-/// Fills the open slots of `results` with the engine's outcomes, in order.
-fn merge(
+/// Fills the open slots of `results` with the engine's outcomes, in order,
+/// and counts every result.
+fn answer(
     results: Vec<Option<EventResult>>,
-    events: &[proto::Event],
+    echoes: Vec<Echo>,
     first_index: u64,
     outcomes: Vec<Outcome>,
+    metrics: &crate::telemetry::Metrics,
 ) -> Vec<EventResult> {
     let mut outcomes = outcomes.into_iter();
-    results
+    let mut tally = EventTally::default();
+    let results = results
         .into_iter()
+        .zip(echoes)
         .enumerate()
-        .map(|(offset, slot)| {
-            slot.unwrap_or_else(|| {
+        .map(|(offset, (slot, echo))| {
+            let result = slot.unwrap_or_else(|| {
                 let index = first_index + offset as u64;
-                let id = validate::event_id(&events[offset]);
                 match outcomes.next() {
-                    Some(outcome) => result(index, id, outcome),
+                    Some(outcome) => result(index, echo.id, outcome),
                     None => rejected(
                         index,
-                        id,
+                        &echo.id,
                         &Error::Unavailable("no outcome from the engine".into()),
                     ),
                 }
-            })
+            });
+            tally.result(echo.kind, &result);
+            result
         })
-        .collect()
-}
-
-/// Counts the answered events by kind and outcome.
-fn count(metrics: &crate::telemetry::Metrics, events: &[proto::Event], results: &[EventResult]) {
-    let mut tally = EventTally::default();
-    for (event, result) in events.iter().zip(results) {
-        tally.result(EventKind::of(event), result);
-    }
+        .collect();
     metrics.events(&tally);
+    results
 }
 
-fn result(index: u64, event_id: &str, outcome: Outcome) -> EventResult {
+fn result(index: u64, event_id: String, outcome: Outcome) -> EventResult {
     let (status, sequence) = match outcome {
         Outcome::Accepted(seq) => (EventStatus::Accepted, seq),
         Outcome::Duplicate(seq) => (EventStatus::Duplicate, seq),
-        Outcome::Rejected(e) => return rejected(index, event_id, &e),
+        Outcome::Rejected(e) => return rejected(index, &event_id, &e),
     };
     EventResult {
         index,
-        event_id: event_id.to_string(),
+        event_id,
         status: status.into(),
         sequence,
         error: None,
@@ -236,14 +248,13 @@ impl IngestService for IngestApi {
             now: now_millis(),
             dimensions: &dimensions,
         };
-        let (valid, results) = validate_all(&events, 0, Some("events"), &ctx);
+        let (valid, results, echoes) = validate_all(events, 0, Some("events"), &ctx);
         let outcomes = if valid.is_empty() {
             Vec::new()
         } else {
             self.shared.engine.ingest(valid).await?
         };
-        let results = merge(results, &events, 0, outcomes);
-        count(&self.shared.metrics, &events, &results);
+        let results = answer(results, echoes, 0, outcomes, &self.shared.metrics);
         Ok(Response::new(RecordBatchResponse { results }))
     }
 
@@ -283,7 +294,7 @@ enum StreamItem {
 /// A chunk of stream events waiting for its commit.
 struct PendingChunk {
     first_index: u64,
-    events: Vec<proto::Event>,
+    echoes: Vec<Echo>,
     results: Vec<Option<EventResult>>,
     outcomes: Option<PendingOutcomes>,
 }
@@ -345,9 +356,9 @@ async fn read_stream(
                 now: now_millis(),
                 dimensions: &dimensions,
             };
-            let (valid, results) = validate_all(&events, next_index, None, &ctx);
             let first_index = next_index;
             next_index += events.len() as u64;
+            let (valid, results, echoes) = validate_all(events, first_index, None, &ctx);
             let outcomes = if valid.is_empty() {
                 None
             } else {
@@ -361,7 +372,7 @@ async fn read_stream(
             };
             let chunk = PendingChunk {
                 first_index,
-                events,
+                echoes,
                 results,
                 outcomes,
             };
@@ -400,8 +411,13 @@ async fn answer_stream(
             },
             None => Vec::new(),
         };
-        let results = merge(chunk.results, &chunk.events, chunk.first_index, outcomes);
-        count(&metrics, &chunk.events, &results);
+        let results = answer(
+            chunk.results,
+            chunk.echoes,
+            chunk.first_index,
+            outcomes,
+            &metrics,
+        );
         for result in results {
             if out.send(Ok(result)).await.is_err() {
                 return;

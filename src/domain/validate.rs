@@ -455,3 +455,12 @@ pub fn event_id(e: &proto::Event) -> &str {
         None => "",
     }
 }
+
+/// [`event_id`], moved out of a wire event that is done with.
+pub fn take_event_id(e: &mut proto::Event) -> String {
+    match &mut e.kind {
+        Some(proto::event::Kind::Survey(s)) => std::mem::take(&mut s.event_id),
+        Some(proto::event::Kind::Interaction(i)) => std::mem::take(&mut i.event_id),
+        None => String::new(),
+    }
+}
