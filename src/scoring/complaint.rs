@@ -15,7 +15,8 @@ use super::response::{tarp_rate, ComplaintOutcome};
 use super::scope::{CaseResolution, CaseResponse, Delta, OpenCase, ScopeOp, ScopeUpdate, Target};
 use crate::domain::{Event, Interaction, InteractionKind, Millis, Severity, MILLIS_PER_HOUR};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 /// Cases kept per customer; beyond this the oldest is evicted.
 pub const MAX_CASES: usize = 256;
@@ -169,9 +170,13 @@ pub struct CaseView {
     pub resolved: bool,
 }
 
+/// A customer's cases by id, in id order: a sorted `Vec`, not a `BTreeMap`,
+/// which allocates an 11-slot node for a customer's one case (see `top_k`).
+/// Stored as that map was, so records written before read unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Complaints {
-    cases: BTreeMap<String, Case>,
+    #[serde(with = "sorted_map")]
+    cases: Vec<(String, Case)>,
 }
 
 impl Complaints {
@@ -180,7 +185,14 @@ impl Complaints {
         let Some(case_id) = &i.case_id else {
             return Vec::new();
         };
-        let case = self.cases.entry(case_id.clone()).or_default();
+        let at = match self.position(case_id) {
+            Ok(at) => at,
+            Err(at) => {
+                self.cases.insert(at, (case_id.clone(), Case::default()));
+                at
+            }
+        };
+        let case = &mut self.cases[at].1;
         let before = case.parts();
         match i.kind {
             InteractionKind::ComplaintOpened => {
@@ -226,9 +238,10 @@ impl Complaints {
         let oldest = self
             .cases
             .iter()
-            .min_by(|a, b| (a.1.age_key(), a.0).cmp(&(b.1.age_key(), b.0)))
-            .map(|(id, _)| id.clone());
-        if let Some(case) = oldest.and_then(|id| self.cases.remove(&id)) {
+            .enumerate()
+            .min_by(|(_, a), (_, b)| (a.1.age_key(), &a.0).cmp(&(b.1.age_key(), &b.0)))
+            .map(|(at, _)| at);
+        if let Some((_, case)) = oldest.map(|at| self.cases.remove(at)) {
             let parts = case.parts();
             if let Some(c) = parts.open {
                 out.push(ScopeUpdate {
@@ -241,7 +254,7 @@ impl Complaints {
 
     /// An opened case; `None` when unknown, evicted or not opened yet.
     pub fn case(&self, id: &str) -> Option<CaseView> {
-        let case = self.cases.get(id)?;
+        let case = &self.cases[self.position(id).ok()?].1;
         let o = case.opened.as_ref()?;
         Some(CaseView {
             opened_at: o.at,
@@ -258,19 +271,146 @@ impl Complaints {
     pub fn open_count(&self) -> u32 {
         let open = self
             .cases
-            .values()
+            .iter()
+            .map(|(_, case)| case)
             .filter(|c| c.opened.is_some() && c.resolved.is_none())
             .count();
         u32::try_from(open).unwrap_or(u32::MAX)
+    }
+
+    /// Where case `id` is, or would be inserted.
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.cases
+            .binary_search_by(|(case, _)| case.as_str().cmp(id))
     }
 
     /// Decayed mean TARP rate over cases whose outcome is known at `as_of`,
     /// weighted by opening time.
     pub fn recovery(&self, as_of: Millis, h_ms: f64) -> Option<f64> {
         let mut d = Decayed::default();
-        for (rate, at) in self.cases.values().filter_map(|c| c.recovery(as_of)) {
+        for (rate, at) in self.cases.iter().filter_map(|(_, c)| c.recovery(as_of)) {
             d.add(rate, 1.0, at, h_ms);
         }
         d.mean()
+    }
+}
+
+/// A `Vec` of entries sorted by key, (de)serialized as a map.
+mod sorted_map {
+    use super::*;
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
+        entries: &[(K, V)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(entries.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Sorted by key as read (a stored map is already); of repeated keys
+    /// the first is kept.
+    pub fn deserialize<'de, D, K, V>(deserializer: D) -> Result<Vec<(K, V)>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Ord + Deserialize<'de>,
+        V: Deserialize<'de>,
+    {
+        let mut entries = deserializer.deserialize_map(Entries::<K, V>(PhantomData))?;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        Ok(entries)
+    }
+
+    struct Entries<K, V>(PhantomData<(K, V)>);
+
+    impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Entries<K, V> {
+        type Value = Vec<(K, V)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // The hint comes from the stored bytes: bounded, not trusted.
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_CASES));
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Body;
+    use std::collections::BTreeMap;
+
+    fn step(id: &str, case: &str, kind: InteractionKind, at: Millis) -> (Event, Interaction) {
+        let interaction = Interaction {
+            kind,
+            amount: None,
+            dimension: None,
+            case_id: Some(case.into()),
+            severity: Severity::Major,
+            service: None,
+            promise: None,
+            lower_is_better: true,
+        };
+        let event = Event {
+            id: id.into(),
+            customer: "c".into(),
+            at,
+            attributes: vec![("region".into(), "east".into())],
+            body: Body::Interaction(interaction.clone()),
+        };
+        (event, interaction)
+    }
+
+    #[test]
+    fn cases_are_stored_as_the_map_they_were_and_found_by_id() {
+        let p = Params::default();
+        let mut complaints = Complaints::default();
+        for (id, case, kind, at) in [
+            ("e1", "k-2", InteractionKind::ComplaintOpened, 1_000),
+            ("e2", "k-1", InteractionKind::ComplaintOpened, 2_000),
+            ("e3", "k-3", InteractionKind::ComplaintResolved, 3_000),
+            ("e4", "k-2", InteractionKind::ComplaintResponded, 4_000),
+        ] {
+            let (event, interaction) = step(id, case, kind, at);
+            complaints.apply(&event, &interaction, &p);
+        }
+        let ids: Vec<&str> = complaints.cases.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["k-1", "k-2", "k-3"]);
+        assert!(complaints
+            .case("k-2")
+            .is_some_and(|c| c.responded && !c.resolved));
+        assert!(complaints.case("k-3").is_none(), "resolved, never opened");
+        assert!(complaints.case("k-0").is_none());
+        assert_eq!(complaints.open_count(), 2);
+
+        // The bytes of the BTreeMap of earlier builds, both ways.
+        let map: BTreeMap<String, Case> = complaints.cases.iter().cloned().collect();
+        let bytes = postcard::to_allocvec(&complaints).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&(&map,)).unwrap());
+        let read: Complaints = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(read, complaints);
+    }
+
+    #[test]
+    fn stored_entries_out_of_order_are_sorted_and_repeats_dropped() {
+        let case = |at| Case {
+            responded: Some(at),
+            ..Case::default()
+        };
+        let entries = vec![("b", case(1)), ("a", case(2)), ("b", case(3))];
+        let bytes = postcard::to_allocvec(&(entries,)).unwrap();
+        let read: Complaints = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            read.cases,
+            [("a".to_string(), case(2)), ("b".to_string(), case(1))]
+        );
     }
 }

@@ -15,11 +15,11 @@ use super::report::{CustomerReport, HealthBand, Loyalty, Tier};
 use super::response::{health_band, nps_category, response_satisfaction, weighted_mean};
 use super::scope::{InteractionFacts, ScopeOp, ScopeUpdate, SurveyFacts, Target};
 use super::tier::{value_bucket_of, NON_POSITIVE_BUCKET};
+use super::top_k::TopK;
 use crate::domain::{
     Body, Event, Interaction, InteractionKind, Measure, Millis, Survey, MILLIS_PER_DAY,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 /// Purchases kept for the purchase rhythm: the most recent by (time, id).
 pub const RHYTHM_PURCHASES: usize = 32;
@@ -58,23 +58,15 @@ pub struct CustomerState {
     /// Purchases plus returns: the scale against which a net value of ~0 is
     /// recognised as rounding residue.
     gross: Decayed,
-    recent_purchases: BTreeSet<(Millis, String)>,
+    recent_purchases: TopK<(Millis, String)>,
     first_purchase: Option<FirstPurchase>,
     complaints: Complaints,
-    cancellations: BTreeSet<Millis>,
+    cancellations: TopK<Millis>,
     latest_nps: Option<LatestNps>,
     surveys: u64,
     interactions: u64,
     purchases: u64,
     last_event_at: Option<Millis>,
-}
-
-/// Inserts into a top-K set, dropping the smallest beyond `k`.
-fn insert_top_k<T: Ord>(set: &mut BTreeSet<T>, item: T, k: usize) {
-    set.insert(item);
-    while set.len() > k {
-        set.pop_first();
-    }
 }
 
 impl CustomerState {
@@ -137,11 +129,8 @@ impl CustomerState {
                 self.purchases += 1;
                 self.value.add(amount, 1.0, ev.at, h);
                 self.gross.add(amount, 1.0, ev.at, h);
-                insert_top_k(
-                    &mut self.recent_purchases,
-                    (ev.at, ev.id.clone()),
-                    RHYTHM_PURCHASES,
-                );
+                self.recent_purchases
+                    .insert((ev.at, ev.id.clone()), RHYTHM_PURCHASES);
                 purchase = Some(self.note_purchase(ev, &mut corrections));
             }
             InteractionKind::Return => {
@@ -149,7 +138,7 @@ impl CustomerState {
                 self.gross.add(amount, 1.0, ev.at, h);
             }
             InteractionKind::Cancellation => {
-                insert_top_k(&mut self.cancellations, ev.at, CANCELLATIONS_KEPT);
+                self.cancellations.insert(ev.at, CANCELLATIONS_KEPT);
             }
             kind if kind.is_complaint() => corrections = self.complaints.apply(ev, i, p),
             _ => {}
@@ -246,8 +235,7 @@ impl CustomerState {
 
     fn cancelled_within(&self, as_of: Millis, h_ms: f64) -> bool {
         self.cancellations
-            .range(..=as_of)
-            .next_back()
+            .last_at_most(&as_of)
             .is_some_and(|c| (as_of.saturating_sub(*c) as f64) < h_ms)
     }
 

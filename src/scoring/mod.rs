@@ -19,6 +19,7 @@ pub mod report;
 pub mod response;
 pub mod scope;
 pub mod tier;
+pub mod top_k;
 
 pub use customer::CustomerState;
 pub use params::Params;
