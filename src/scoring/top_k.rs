@@ -3,7 +3,7 @@
 //!
 //! A sorted `Vec`, not a `BTreeSet`: a customer record holds two of these,
 //! and a B-tree allocates an 11-slot node for even one element, so the
-//! decoded records the writer keeps (50,000 by default) took ~1.3 KB each.
+//! decoded records the writer keeps took ~1.3 KB each.
 //! Stored exactly as the `BTreeSet` it replaces was (a postcard sequence in
 //! ascending order), so records written before it read unchanged.
 
