@@ -22,10 +22,13 @@ use crate::telemetry::{EventKind, EventTally};
 /// Stream messages read and validated together, then submitted as one
 /// engine command.
 const STREAM_CHUNK: usize = 512;
-/// Submitted chunks a stream may have waiting for their commit: 16 × 512 =
-/// 8,192 events, two of the engine's group commits, enough to keep it busy
-/// while bounding what one stream holds in memory.
-const STREAM_PIPELINE: usize = 16;
+/// Submitted chunks a stream may have waiting for their commit: 8 × 512 =
+/// 4,096 events, half a full group commit. With 4 streams that is two
+/// commits' worth, enough to keep the engine busy; 16 chunks measured no
+/// more throughput (101–102k against 105–107k events/s, and the same with
+/// one stream) and half again the ack latency, events waiting in line
+/// (docs/PERFORMANCE.md, "Fewer allocations per event").
+const STREAM_PIPELINE: usize = 8;
 
 pub struct IngestApi {
     shared: Shared,
@@ -75,7 +78,7 @@ impl IngestApi {
 
 /// What is kept of a wire event until it is answered: the id its result
 /// echoes and its kind (counted then). The wire event itself is dropped
-/// once validated, so that a stream's up to 8,192 unanswered events hold
+/// once validated, so that a stream's up to 4,096 unanswered events hold
 /// ids, not whole requests, while they wait for their commit.
 struct Echo {
     id: String,
