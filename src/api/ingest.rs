@@ -24,9 +24,9 @@ use crate::telemetry::{EventKind, EventTally};
 const STREAM_CHUNK: usize = 512;
 /// Submitted chunks a stream may have waiting for their commit: 8 × 512 =
 /// 4,096 events, half a full group commit. With 4 streams that is two
-/// commits' worth, enough to keep the engine busy; 16 chunks measured no
-/// more throughput (101–102k against 105–107k events/s, and the same with
-/// one stream) and half again the ack latency, events waiting in line
+/// commits' worth, enough to keep the engine busy: 16 chunks measured
+/// 101–102k events/s against 105–107k for 8 (one stream: the same for
+/// both), with half again the ack latency, events waiting in line
 /// (docs/PERFORMANCE.md, "Fewer allocations per event").
 const STREAM_PIPELINE: usize = 8;
 
