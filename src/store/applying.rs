@@ -119,8 +119,24 @@ impl Applying {
         Ok(())
     }
 
-    /// Writes hot keys a commit applies itself (one applied before it is
-    /// answered), replacing any older value held here.
+    /// Holds the hot keys of a commit applied before it is answered, as a
+    /// published commit's are: its other writes are in sled already, and
+    /// these wait for the checkpoint too. (Writing them at once rewrote
+    /// every scope and monitor a large commit touched, a few times a second
+    /// in a stream, into sled's log, which a restart reads back.)
+    pub(super) fn hold_hot<'w>(
+        &self,
+        writes: impl IntoIterator<Item = &'w (sled::IVec, Option<sled::IVec>)>,
+    ) {
+        let mut latest = lock(&self.latest);
+        let ticket = lock(&self.progress).published;
+        for (key, value) in writes {
+            latest.insert(key.clone(), (ticket, value.clone()));
+        }
+    }
+
+    /// Writes hot keys a commit applies itself (the synchronous
+    /// `Store::commit`), replacing any older value held here.
     pub(super) fn apply_hot<'w>(
         &self,
         tree: &sled::Tree,
@@ -239,15 +255,24 @@ mod tests {
         assert_eq!(applying.get(&monitor.0), Some(Some("m1".into())));
         assert_eq!(applying.get(&cold.0), None, "not hot: read from sled");
 
-        // A commit applied before its answer replaces the held value.
+        // A commit applied synchronously replaces the held value.
         applying.apply_hot(&tree, &[scope("s2")]).unwrap();
         assert_eq!(applying.get(&writes[0].0), None);
         assert_eq!(tree.get(&writes[0].0).unwrap(), Some("s2".into()));
         assert_eq!(tree.get(&monitor.0).unwrap(), None, "still held");
 
+        // A large commit (applied before its answer) holds its own.
+        let held = (
+            keys::with_prefix(keys::MONITOR, "m").into(),
+            Some("m2".into()),
+        );
+        applying.hold_hot([&held]);
+        assert_eq!(applying.get(&monitor.0), Some(Some("m2".into())));
+        assert_eq!(tree.get(&monitor.0).unwrap(), None, "not written yet");
+
         applying.write_hot(&tree).unwrap();
         assert_eq!(applying.get(&monitor.0), None);
-        assert_eq!(tree.get(&monitor.0).unwrap(), Some("m1".into()));
+        assert_eq!(tree.get(&monitor.0).unwrap(), Some("m2".into()));
         assert_eq!(tree.get(&writes[0].0).unwrap(), Some("s2".into()));
     }
 

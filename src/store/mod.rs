@@ -512,8 +512,8 @@ impl Store {
     /// (which answers its callers), then applies its writes to the tree key
     /// by key (but for its hot keys, held until a checkpoint: see
     /// `applying`) and stops reading them from the stage. A batch of more
-    /// than [`ANSWER_BEFORE_APPLY_MAX_WRITES`] is applied whole before
-    /// `on_durable`. Once `on_durable` is called, every write of the batch
+    /// than [`ANSWER_BEFORE_APPLY_MAX_WRITES`] is applied (its hot keys
+    /// held) before `on_durable`. Once `on_durable` is called, every write of the batch
     /// survives `kill -9`. On failure the writes stay staged: the engine
     /// refuses all work from then on, and the next open repairs the tree
     /// from the log.
@@ -526,7 +526,7 @@ impl Store {
             if batch.writes.len() > ANSWER_BEFORE_APPLY_MAX_WRITES {
                 self.apply_staged(&batch.writes)?;
                 let hot = batch.writes.iter().filter(|(key, _)| applying::is_hot(key));
-                self.applying.apply_hot(&self.tree, hot)?;
+                self.applying.hold_hot(hot);
                 on_durable();
                 return Ok(());
             }
@@ -980,6 +980,22 @@ mod tests {
             .unwrap();
         assert!(answered);
         assert_eq!(public.attribute_values("key-2048").unwrap(), 1);
+
+        // Its hot keys wait for the checkpoint, readable meanwhile.
+        let mut batch = scope_batch("region=north", 3);
+        for n in 0..=ANSWER_BEFORE_APPLY_MAX_WRITES {
+            batch
+                .put_attribute_values(&format!("other-{n}"), 1)
+                .unwrap();
+        }
+        pipelined
+            .commit_staged(pipelined.stage(batch), || ())
+            .unwrap();
+        let key = keys::with_prefix(keys::SCOPE, "region=north");
+        assert_eq!(public.tree.get(&key).unwrap(), None, "held");
+        assert_eq!(customers_of(&public, "region=north"), Some(3));
+        public.close_wal().unwrap();
+        assert!(public.tree.get(&key).unwrap().is_some(), "checkpointed");
     }
 
     /// Options under which nothing is checkpointed before a close.
