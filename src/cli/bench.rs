@@ -15,7 +15,7 @@ mod child;
 mod load;
 mod stats;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -199,6 +199,9 @@ struct TargetReport {
     server_cpu_cores: Option<f64>,
     /// The server's CPU time per acknowledged event.
     server_cpu_us_per_event: Option<f64>,
+    /// The server's cores by thread group, when the bench started it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    server_cpu_cores_by_thread: BTreeMap<String, f64>,
     /// CPU of the bench itself (the load generator) over the same time.
     client_cpu_cores: Option<f64>,
     server_rss_bytes: Option<u64>,
@@ -521,6 +524,7 @@ async fn measure(
             .server_seconds
             .filter(|_| phase.acked > 0)
             .map(|s| s * 1e6 / phase.acked as f64),
+        server_cpu_cores_by_thread: cpu.server_cores_by_thread,
         client_cpu_cores: cpu.client_cores,
         server_rss_bytes: None,
         server_peak_rss_bytes: None,
@@ -539,12 +543,16 @@ struct CpuClock {
     server_pid: Option<u32>,
     started: Instant,
     server: Option<f64>,
+    server_threads: BTreeMap<String, f64>,
     client: Option<f64>,
 }
 
 struct CpuUse {
     server_seconds: Option<f64>,
     server_cores: Option<f64>,
+    /// By thread group (the writer, the commit thread, tokio's workers,
+    /// sled's I/O threads…): where the server's cores went.
+    server_cores_by_thread: BTreeMap<String, f64>,
     client_cores: Option<f64>,
 }
 
@@ -554,6 +562,9 @@ impl CpuClock {
             server_pid,
             started: Instant::now(),
             server: server_pid.and_then(child::cpu_seconds),
+            server_threads: server_pid
+                .map(child::cpu_seconds_by_thread)
+                .unwrap_or_default(),
             client: child::cpu_seconds(std::process::id()),
         }
     }
@@ -566,9 +577,22 @@ impl CpuClock {
         let server_seconds = since(self.server, self.server_pid);
         let client_seconds = since(self.client, Some(std::process::id()));
         let cores = |s: Option<f64>| s.filter(|_| wall > 0.0).map(|s| s / wall);
+        let threads_now = self
+            .server_pid
+            .map(child::cpu_seconds_by_thread)
+            .unwrap_or_default();
+        let server_cores_by_thread = threads_now
+            .into_iter()
+            .filter_map(|(group, now)| {
+                let before = self.server_threads.get(&group).copied().unwrap_or(0.0);
+                // A group whose threads exited meanwhile can read negative.
+                Some((group, cores(Some(now - before).filter(|s| *s >= 0.0))?))
+            })
+            .collect();
         CpuUse {
             server_seconds,
             server_cores: cores(server_seconds),
+            server_cores_by_thread,
             client_cores: cores(client_seconds),
         }
     }
@@ -669,6 +693,15 @@ fn human(r: &Report) -> String {
                 o,
                 "  CPU              server {cores:.2} cores{per_event}{client}"
             );
+        }
+        let busy: Vec<String> = t
+            .server_cpu_cores_by_thread
+            .iter()
+            .filter(|(_, cores)| **cores >= 0.005)
+            .map(|(group, cores)| format!("{group} {cores:.2}"))
+            .collect();
+        if !busy.is_empty() {
+            let _ = writeln!(o, "  server threads   {} (cores)", busy.join(", "));
         }
         let _ = writeln!(
             o,

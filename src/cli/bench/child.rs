@@ -198,6 +198,35 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     parse_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// CPU seconds used so far by each group of a process's threads: its
+/// threads' names (`/proc/PID/task/TID/stat`) without a trailing number,
+/// so that `sled-io-3` counts as `sled-io`. Empty where there is no such
+/// directory. A thread that has exited is no longer counted.
+pub fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut groups = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let (Some(name), Some(seconds)) = (thread_group(&stat), parse_cpu_seconds(&stat)) {
+            *groups.entry(name).or_insert(0.0) += seconds;
+        }
+    }
+    groups
+}
+
+/// The thread's name (field 2 of its stat line, in parentheses) without a
+/// trailing `-N` or `N`.
+fn thread_group(stat: &str) -> Option<String> {
+    let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let base = base.strip_suffix('-').unwrap_or(base);
+    Some(if base.is_empty() { name } else { base }.to_string())
+}
+
 /// `utime` and `stime`, fields 14 and 15 of a `/proc/PID/stat` line, in
 /// clock ticks of 1/100 s (`USER_HZ`, fixed at 100 in Linux's interface to
 /// user space). The name (field 2) may hold spaces and parentheses, so the
@@ -272,6 +301,13 @@ mod tests {
                     1234 567 0 0 20 0 9 0 123456 1000000 5000 18446744073709551615";
         assert_eq!(parse_cpu_seconds(stat), Some(18.01));
         assert_eq!(parse_cpu_seconds("4242 (cut) S 1 2"), None);
+        assert_eq!(thread_group(stat).as_deref(), Some("gw (serve) x"));
+        let sled = "9 (sled-io-12) S 1 1 1 0 -1 0 0 0 0 0 5 1 0 0 20 0 1 0 1 0 0";
+        assert_eq!(thread_group(sled).as_deref(), Some("sled-io"));
+        assert_eq!(parse_cpu_seconds(sled), Some(0.06));
+        let writer = "9 (gapwatch-writer) R 1 1 1 0 -1 0 0 0 0 0 7 0 0 0 20 0 1 0 1 0 0";
+        assert_eq!(thread_group(writer).as_deref(), Some("gapwatch-writer"));
+        assert_eq!(thread_group("9 (42) S").as_deref(), Some("42"));
         assert_eq!(parse_cpu_seconds("no name at all"), None);
     }
 }
