@@ -113,10 +113,11 @@ pub struct StorageConfig {
     /// 64 cost a third of the throughput at 1M.
     pub cache_capacity_mb: u64,
     /// Customer records the writer keeps decoded in memory (0: none), about
-    /// 0.9 KB each. 10,000 keeps 1M customers under 512 MiB RSS (50,000
-    /// peaked at 550 MiB); with customers drawn uniformly it hits rarely
-    /// either way, and skewed traffic keeps its busiest customers in it
-    /// (docs/PERFORMANCE.md, "Fewer allocations per event").
+    /// 0.9 KB each (derived from RSS at 10,000 and 50,000). At 1M
+    /// customers, with the default commits, RSS peaked at 475–478 MiB with
+    /// 10,000 and 534 MiB with 50,000; a million customers drawn uniformly
+    /// rarely hit either, and skewed traffic keeps its busiest customers in
+    /// it (docs/PERFORMANCE.md, "Fewer allocations per event").
     pub cached_customers: usize,
     /// `fdatasync` each group commit's write-ahead log record before the
     /// ack, and what sled 0.34 leaves in the page cache at each checkpoint,

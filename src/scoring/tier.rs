@@ -190,7 +190,7 @@ mod tests {
         let read: ValueHistogram = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(read, h);
         assert_eq!(read.customers(), 2);
-        // Removing from an empty bucket changes nothing.
+        // Removing a customer from a bucket it is not in changes nothing.
         let mut emptied = read.clone();
         emptied.replace(Some(7), None);
         assert_eq!(emptied, read);

@@ -3,7 +3,8 @@
 //!
 //! A sorted `Vec`, not a `BTreeSet`: a customer record holds two of these,
 //! and a B-tree allocates an 11-slot node for even one element, so the
-//! decoded records the writer keeps took ~1.3 KB each.
+//! decoded records the writer keeps took ~1.3 KB each (derived from the
+//! server's RSS with 50,000 and 200,000 of them cached).
 //! Stored exactly as the `BTreeSet` it replaces was (a postcard sequence in
 //! ascending order), so records written before it read unchanged.
 

@@ -121,9 +121,11 @@ impl Applying {
 
     /// Holds the hot keys of a commit applied before it is answered, as a
     /// published commit's are: its other writes are in sled already, and
-    /// these wait for the checkpoint too. (Writing them at once rewrote
-    /// every scope and monitor a large commit touched, a few times a second
-    /// in a stream, into sled's log, which a restart reads back.)
+    /// these wait for the checkpoint too, instead of every scope and
+    /// monitor a large commit touched being rewritten into sled's log a few
+    /// times a second in a stream. (Measured at 1M customers: bytes per
+    /// customer and restart within their earlier range, 3,054 B and 2.19 s:
+    /// the scopes and monitors are a small part of a large commit.)
     pub(super) fn hold_hot<'w>(
         &self,
         writes: impl IntoIterator<Item = &'w (sled::IVec, Option<sled::IVec>)>,

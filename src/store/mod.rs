@@ -513,8 +513,8 @@ impl Store {
     /// by key (but for its hot keys, held until a checkpoint: see
     /// `applying`) and stops reading them from the stage. A batch of more
     /// than [`ANSWER_BEFORE_APPLY_MAX_WRITES`] is applied (its hot keys
-    /// held) before `on_durable`. Once `on_durable` is called, every write of the batch
-    /// survives `kill -9`. On failure the writes stay staged: the engine
+    /// held) before `on_durable`. Once `on_durable` is called, every write
+    /// of the batch survives `kill -9`. On failure the writes stay staged: the engine
     /// refuses all work from then on, and the next open repairs the tree
     /// from the log.
     ///

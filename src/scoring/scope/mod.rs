@@ -14,7 +14,7 @@ use open_cases::OpenCases;
 use super::decay::Decayed;
 use super::dimension::{self, DimStats, Shortfall};
 use super::params::Params;
-use super::report::{ComplaintReport, DimensionReport, Loyalty, ScopeReport};
+use super::report::{ComplaintReport, Loyalty, ScopeReport};
 use super::response::{advocacy_score, ces_easy, csat_satisfied, weighted_mean};
 use crate::domain::{DimensionSpec, Millis, Rating};
 use serde::{Deserialize, Serialize};
@@ -263,10 +263,6 @@ impl ScopeState {
     }
 
     /// The report of one dimension, `None` before it was rated or measured.
-    pub fn dimension_report(&self, spec: &DimensionSpec) -> Option<DimensionReport> {
-        self.dimensions.get(&spec.name).map(|d| d.report(spec))
-    }
-
     /// [`DimStats::derived_gaps`] of one dimension, if it has data.
     pub fn derived_gaps(&self, spec: &DimensionSpec) -> Option<dimension::DerivedGaps> {
         self.dimensions
