@@ -1,15 +1,16 @@
 //! A customer's complaint cases, assembled from their steps in any order.
 //!
 //! A case's facts are its opening (the COMPLAINT_OPENED event with the
-//! smallest (time, id)), its first response (the earliest RESPONDED time)
-//! and its resolution (the earliest RESOLVED time). Each is a min over the
-//! steps seen, so the facts are order-independent. What scopes get is a pure
-//! function of the facts ([`Parts`]); whenever a step changes the facts,
-//! the parts that changed are retracted from the old scopes and added to the
-//! new ones, so the scopes end up with the same contributions whatever the
-//! arrival order.
+//! smallest (time, event tag): see `event_tag`), its first response (the
+//! earliest RESPONDED time) and its resolution (the earliest RESOLVED
+//! time). Each is a min over the steps seen, so the facts are
+//! order-independent. What scopes get is a pure function of the facts
+//! ([`Parts`]); whenever a step changes the facts, the parts that changed
+//! are retracted from the old scopes and added to the new ones, so the
+//! scopes end up with the same contributions whatever the arrival order.
 
 use super::decay::Decayed;
+use super::event_tag::EventTag;
 use super::params::Params;
 use super::response::{tarp_rate, ComplaintOutcome};
 use super::scope::{CaseResolution, CaseResponse, Delta, OpenCase, ScopeOp, ScopeUpdate, Target};
@@ -24,7 +25,7 @@ pub const MAX_CASES: usize = 256;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Opened {
     at: Millis,
-    event_id: String,
+    event: EventTag,
     severity: Severity,
     scopes: Vec<String>,
     /// Deadlines fixed when the opening is recorded, so that retracting a
@@ -196,10 +197,11 @@ impl Complaints {
         let before = case.parts();
         match i.kind {
             InteractionKind::ComplaintOpened => {
+                let event = EventTag::of(&ev.id);
                 let earlier = case
                     .opened
                     .as_ref()
-                    .is_none_or(|o| (ev.at, ev.id.as_str()) < (o.at, o.event_id.as_str()));
+                    .is_none_or(|o| (ev.at, event) < (o.at, o.event));
                 if earlier {
                     let (response, resolution) = match i.severity {
                         Severity::Minor => {
@@ -211,7 +213,7 @@ impl Complaints {
                     };
                     case.opened = Some(Opened {
                         at: ev.at,
-                        event_id: ev.id.clone(),
+                        event,
                         severity: i.severity,
                         scopes: ev.scopes(),
                         response_deadline: ev.at.saturating_add(hours_ms(response)),

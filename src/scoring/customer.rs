@@ -10,6 +10,7 @@
 use super::complaint::Complaints;
 use super::decay::Decayed;
 use super::dimension::Shortfall;
+use super::event_tag::EventTag;
 use super::params::Params;
 use super::report::{CustomerReport, HealthBand, Loyalty, Tier};
 use super::response::{health_band, nps_category, response_satisfaction, weighted_mean};
@@ -21,7 +22,8 @@ use crate::domain::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Purchases kept for the purchase rhythm: the most recent by (time, id).
+/// Purchases kept for the purchase rhythm: the most recent by (time, event
+/// tag).
 pub const RHYTHM_PURCHASES: usize = 32;
 /// Cancellations kept for the at-risk window: the most recent.
 pub const CANCELLATIONS_KEPT: usize = 16;
@@ -30,19 +32,19 @@ pub const CANCELLATIONS_KEPT: usize = 16;
 /// would divide by zero).
 const MIN_PURCHASE_GAP_MS: f64 = 3_600_000.0;
 
-/// The earliest purchase by (time, id), and the scopes it counted in.
+/// The earliest purchase by (time, tag), and the scopes it counted in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct FirstPurchase {
     at: Millis,
-    event_id: String,
+    event: EventTag,
     scopes: Vec<String>,
 }
 
-/// The latest NPS answer by (time, event id).
+/// The latest NPS answer by (time, event tag).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct LatestNps {
     at: Millis,
-    event_id: String,
+    event: EventTag,
     nps: u8,
 }
 
@@ -58,7 +60,7 @@ pub struct CustomerState {
     /// Purchases plus returns: the scale against which a net value of ~0 is
     /// recognised as rounding residue.
     gross: Decayed,
-    recent_purchases: TopK<(Millis, String)>,
+    recent_purchases: TopK<(Millis, EventTag)>,
     first_purchase: Option<FirstPurchase>,
     complaints: Complaints,
     cancellations: TopK<Millis>,
@@ -89,14 +91,15 @@ impl CustomerState {
         }
         if let Some(nps) = s.nps {
             self.advocacy.add(10.0 * f64::from(nps), 1.0, ev.at, h);
+            let event = EventTag::of(&ev.id);
             let later = self
                 .latest_nps
                 .as_ref()
-                .is_none_or(|l| (ev.at, ev.id.as_str()) > (l.at, l.event_id.as_str()));
+                .is_none_or(|l| (ev.at, event) > (l.at, l.event));
             if later {
                 self.latest_nps = Some(LatestNps {
                     at: ev.at,
-                    event_id: ev.id.clone(),
+                    event,
                     nps,
                 });
             }
@@ -129,9 +132,10 @@ impl CustomerState {
                 self.purchases += 1;
                 self.value.add(amount, 1.0, ev.at, h);
                 self.gross.add(amount, 1.0, ev.at, h);
+                let event = EventTag::of(&ev.id);
                 self.recent_purchases
-                    .insert((ev.at, ev.id.clone()), RHYTHM_PURCHASES);
-                purchase = Some(self.note_purchase(ev, &mut corrections));
+                    .insert((ev.at, event), RHYTHM_PURCHASES);
+                purchase = Some(self.note_purchase(ev, event, &mut corrections));
             }
             InteractionKind::Return => {
                 self.value.add(-amount, 1.0, ev.at, h);
@@ -162,11 +166,16 @@ impl CustomerState {
     }
 
     /// Whether this purchase is a repeat (the customer has an earlier one by
-    /// (time, id)). A purchase earlier than the recorded first one takes its
+    /// (time, tag)). A purchase earlier than the recorded first one takes its
     /// place, and the old first is re-valued as a repeat in its own scopes.
-    fn note_purchase(&mut self, ev: &Event, corrections: &mut Vec<ScopeUpdate>) -> bool {
+    fn note_purchase(
+        &mut self,
+        ev: &Event,
+        event: EventTag,
+        corrections: &mut Vec<ScopeUpdate>,
+    ) -> bool {
         if let Some(first) = &self.first_purchase {
-            if (ev.at, ev.id.as_str()) > (first.at, first.event_id.as_str()) {
+            if (ev.at, event) > (first.at, first.event) {
                 return true;
             }
             corrections.push(ScopeUpdate {
@@ -176,7 +185,7 @@ impl CustomerState {
         }
         self.first_purchase = Some(FirstPurchase {
             at: ev.at,
-            event_id: ev.id.clone(),
+            event,
             scopes: ev.scopes(),
         });
         false

@@ -13,6 +13,7 @@ pub mod customer;
 pub mod decay;
 pub mod detector;
 pub mod dimension;
+pub mod event_tag;
 pub mod monitor;
 pub mod params;
 pub mod report;

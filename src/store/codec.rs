@@ -21,6 +21,10 @@ pub const SCOPE_VERSION: u8 = 3;
 /// the chunk itself in sled, which is still read).
 pub const EVENT_REF_VERSION: u8 = 3;
 
+/// Customer records: version 3 keeps event tags where version 2 kept event
+/// ids (see `scoring::event_tag`); version 2 records are still read.
+pub const CUSTOMER_VERSION: u8 = 3;
+
 /// [`encode_into`] a fresh `Vec` (tests: the store reuses its buffers).
 #[cfg(test)]
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -99,7 +103,7 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), St
     decode_prefix_versioned(SCHEMA_VERSION, bytes)
 }
 
-fn decode_prefix_versioned<T: DeserializeOwned>(
+pub fn decode_prefix_versioned<T: DeserializeOwned>(
     version: u8,
     bytes: &[u8],
 ) -> Result<(T, &[u8]), StoreError> {

@@ -10,9 +10,9 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{codec, Result, StoreError};
+use crate::scoring::event_tag::{self, EventTag};
 use crate::scoring::CustomerState;
 
 /// The scoring state and the engine's bookkeeping of one customer, in one
@@ -32,18 +32,16 @@ pub struct CustomerRecord {
 }
 
 /// The ids of a customer's latest accepted events, oldest first, with the
-/// sequence each was accepted under. An id is kept as the first 8 bytes of
-/// its SHA-256: 8 bytes whatever its length, and two ids of one customer
-/// collide with a probability of about n²/2⁶⁵ for n remembered ids.
+/// sequence each was accepted under. An id is kept as its [`EventTag`] (the
+/// first 8 bytes of its SHA-256): 8 bytes whatever its length, and two ids
+/// of one customer collide with a probability of about n²/2⁶⁵ for n
+/// remembered ids.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecentIds(VecDeque<([u8; 8], u64)>);
 
 impl RecentIds {
     pub fn digest(id: &str) -> [u8; 8] {
-        let hash = Sha256::digest(id.as_bytes());
-        let mut digest = [0u8; 8];
-        digest.copy_from_slice(&hash[..8]);
-        digest
+        EventTag::of(id).bytes()
     }
 
     /// The sequence `id` was accepted under, if it is remembered.
@@ -69,7 +67,8 @@ impl RecentIds {
     }
 }
 
-/// The versioned codec value of the record's first fields, then the ids.
+/// The record's first fields as a codec value of [`codec::CUSTOMER_VERSION`],
+/// then the ids.
 #[cfg(test)]
 pub fn encode(record: &CustomerRecord) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -79,25 +78,38 @@ pub fn encode(record: &CustomerRecord) -> Result<Vec<u8>> {
 
 /// [`encode`] into `buf` (see `codec::encode_into`).
 pub fn encode_into(record: &CustomerRecord, buf: &mut Vec<u8>) -> Result<()> {
-    codec::encode_into(record, buf)?;
+    codec::encode_versioned_into(codec::CUSTOMER_VERSION, record, buf)?;
     codec::append(&record.ids, buf)
 }
 
 /// A record without its ids, for readers that need only the state or the
 /// scopes (the ids are not decoded).
 pub fn decode_without_ids(bytes: &[u8]) -> Result<CustomerRecord> {
-    let (record, _ids) = codec::decode_prefix(bytes)?;
+    let (record, _ids) = decode_fields(bytes)?;
     Ok(record)
 }
 
 /// Reads what [`encode`] wrote; a record from before `ids` existed ends
 /// after its first fields and has none.
 pub fn decode(bytes: &[u8]) -> Result<CustomerRecord> {
-    let (mut record, rest): (CustomerRecord, _) = codec::decode_prefix(bytes)?;
+    let (mut record, rest) = decode_fields(bytes)?;
     if !rest.is_empty() {
         record.ids = postcard::from_bytes(rest).map_err(|e| StoreError::Codec(e.to_string()))?;
     }
     Ok(record)
+}
+
+/// The first fields and what follows them. A version 2 record (event ids
+/// where tags are now) reads as the record the same events make today,
+/// ties between events of one millisecond aside: those it had already
+/// settled by id, and they stay settled.
+fn decode_fields(bytes: &[u8]) -> Result<(CustomerRecord, &[u8])> {
+    match bytes.first() {
+        Some(&codec::SCHEMA_VERSION) => event_tag::read_legacy_ids(|| {
+            codec::decode_prefix_versioned(codec::SCHEMA_VERSION, bytes)
+        }),
+        _ => codec::decode_prefix_versioned(codec::CUSTOMER_VERSION, bytes),
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +170,129 @@ mod tests {
             RecentIds::digest("e-1"),
             [0xb9, 0x4f, 0x52, 0x31, 0x96, 0xaa, 0xac, 0xd8]
         );
+    }
+}
+
+/// A record as version 2 stored it, against the same events today.
+#[cfg(test)]
+mod version_2 {
+    use super::*;
+    use crate::domain::{Body, Event, Interaction, InteractionKind, Severity, Survey};
+    use crate::scoring::Params;
+
+    /// Written by the build before event tags (`2e7b39a`) from
+    /// [`history`]: hex of [`encode`] of [`record_of`].
+    const STORED: &str = include_str!("testdata/customer_record_v2.hex");
+
+    /// Two purchases in one millisecond, NPS answers, a complaint case, a
+    /// cancellation: every place a customer state kept an event id.
+    fn history() -> Vec<Event> {
+        let ev = |id: &str, at: i64, body: Body| Event {
+            id: id.into(),
+            customer: "c-1".into(),
+            at,
+            attributes: vec![("brand".into(), "acme".into())],
+            body,
+        };
+        let step = |kind, amount: Option<f64>, case: Option<&str>| {
+            Body::Interaction(Interaction {
+                kind,
+                amount,
+                dimension: None,
+                case_id: case.map(Into::into),
+                severity: Severity::Major,
+                service: None,
+                promise: None,
+                lower_is_better: true,
+            })
+        };
+        let nps = |nps, csat| {
+            Body::Survey(Survey {
+                nps: Some(nps),
+                csat,
+                ..Survey::default()
+            })
+        };
+        let day = 86_400_000;
+        use InteractionKind::*;
+        vec![
+            ev("order-0002", 30 * day, step(Purchase, Some(40.0), None)),
+            ev("order-0001", 10 * day, step(Purchase, Some(25.0), None)),
+            ev("order-0003", 30 * day, step(Purchase, Some(60.0), None)),
+            ev("nps-b", 31 * day + day / 2, nps(9, Some(4))),
+            ev("nps-a", 31 * day, nps(3, None)),
+            ev(
+                "open-7",
+                32 * day,
+                step(ComplaintOpened, None, Some("case-7")),
+            ),
+            ev(
+                "resp-7",
+                33 * day,
+                step(ComplaintResponded, None, Some("case-7")),
+            ),
+            ev("cancel-1", 34 * day, step(Cancellation, None, None)),
+        ]
+    }
+
+    fn record_of(events: &[Event]) -> CustomerRecord {
+        let p = Params::default();
+        let mut record = CustomerRecord {
+            scopes: vec!["all".into(), "brand=acme".into()],
+            churn_alert: Some(3),
+            ..CustomerRecord::default()
+        };
+        for (seq, e) in (1..).zip(events) {
+            record.state.apply(e, &p);
+            record.ids.remember(RecentIds::digest(&e.id), seq, 10);
+        }
+        record
+    }
+
+    fn stored() -> Vec<u8> {
+        let hex = STORED.trim();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_version_2_record_reads_as_the_same_events_make_it_now() {
+        let stored = stored();
+        assert_eq!(stored[0], codec::SCHEMA_VERSION);
+        let today = record_of(&history());
+        assert_eq!(decode(&stored).unwrap(), today);
+        assert_eq!(decode_without_ids(&stored).unwrap().state, today.state);
+        // Written back as version 3: each id the state kept (a length and
+        // its bytes) is now 8 bytes.
+        let written = encode(&today).unwrap();
+        assert_eq!(written[0], codec::CUSTOMER_VERSION);
+        assert_eq!(decode(&written).unwrap(), today);
+        let kept = [
+            "order-0001", // latest purchases
+            "order-0002",
+            "order-0003",
+            "order-0001", // first purchase
+            "open-7",     // the case's opening
+            "nps-b",      // latest NPS answer
+        ];
+        let saved: i64 = kept.iter().map(|id| 1 + id.len() as i64 - 8).sum();
+        assert_eq!(written.len() as i64, stored.len() as i64 - saved);
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let mut newer = encode(&record_of(&history())).unwrap();
+        newer[0] = codec::CUSTOMER_VERSION + 1;
+        assert!(matches!(
+            decode(&newer),
+            Err(StoreError::Schema { found, expected })
+                if found == codec::CUSTOMER_VERSION + 1 && expected == codec::CUSTOMER_VERSION
+        ));
+        // A version 3 record is not read as version 2, nor the reverse.
+        let mut relabelled = stored();
+        relabelled[0] = codec::CUSTOMER_VERSION;
+        assert!(decode(&relabelled).is_err());
     }
 }
