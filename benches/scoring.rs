@@ -218,11 +218,11 @@ impl States {
                 Target::Scopes(scopes) => scopes,
             };
             for scope in targets {
-                match self.scopes.get_mut(scope.as_str()) {
+                match self.scopes.get_mut(scope) {
                     Some(state) => state.apply(&update.op, p),
                     None => self
                         .scopes
-                        .entry(scope.to_string())
+                        .entry(scope.clone())
                         .or_default()
                         .apply(&update.op, p),
                 }

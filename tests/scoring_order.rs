@@ -35,8 +35,8 @@ impl World {
         self.histogram.replace(old, customer.value_bucket(p));
         let event_scopes = ev.scopes();
         for s in &event_scopes {
-            let scope = self.scopes.entry(s.to_string()).or_default();
-            if self.members.insert((s.to_string(), ev.customer.clone())) {
+            let scope = self.scopes.entry(s.clone()).or_default();
+            if self.members.insert((s.clone(), ev.customer.clone())) {
                 scope.add_customer();
             }
         }
@@ -46,10 +46,7 @@ impl World {
                 Target::Scopes(v) => v,
             };
             for s in targets {
-                self.scopes
-                    .entry(s.to_string())
-                    .or_default()
-                    .apply(&u.op, p);
+                self.scopes.entry(s.clone()).or_default().apply(&u.op, p);
             }
         }
     }

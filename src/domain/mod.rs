@@ -114,23 +114,17 @@ pub struct Interaction {
 
 impl Event {
     /// The scopes this event counts in: `all`, then each `key=value`.
-    pub fn scopes(&self) -> Vec<ScopeName> {
-        std::iter::once(ScopeName::const_new(SCOPE_ALL))
+    pub fn scopes(&self) -> Vec<String> {
+        std::iter::once(SCOPE_ALL.to_string())
             .chain(self.attributes.iter().map(|(k, v)| scope_name(k, v)))
             .collect()
     }
 }
 
-/// A scope's name (`all`, `key=value`). Kept inline up to 24 bytes: every
-/// event names its scopes, and customer records list theirs several times
-/// (membership, first purchase, each complaint case), so a `String` each
-/// was a heap allocation per name per decode. Stored as a string.
-pub type ScopeName = compact_str::CompactString;
-
-pub fn scope_name(key: &str, value: &str) -> ScopeName {
+pub fn scope_name(key: &str, value: &str) -> String {
     // Per attribute of every event: `format!` showed in the writer's
     // profile (3%), three appends do not.
-    let mut name = ScopeName::with_capacity(key.len() + 1 + value.len());
+    let mut name = String::with_capacity(key.len() + 1 + value.len());
     name.push_str(key);
     name.push('=');
     name.push_str(value);

@@ -10,7 +10,7 @@ use super::alerting::Alerting;
 use super::cache::CustomerCache;
 use super::{EngineOptions, Map, Outcome, Set};
 use crate::domain::alert::{Alert, Subject};
-use crate::domain::{Body, DimensionSpec, Event, InteractionKind, ScopeName};
+use crate::domain::{Body, DimensionSpec, Event, InteractionKind};
 use crate::error::{Error, Result};
 use crate::scoring::{Params, ScopeState, Target, ValueHistogram};
 use crate::store::{CustomerRecord, RecentIds, Store, WriteBatch};
@@ -132,7 +132,7 @@ impl<'a> Txn<'a> {
             self.vip_threshold = None;
         }
 
-        let new_scopes: Vec<ScopeName> = {
+        let new_scopes: Vec<String> = {
             let record = Arc::make_mut(
                 self.customers
                     .get_mut(&event.customer)
@@ -184,7 +184,7 @@ impl<'a> Txn<'a> {
     fn observe(
         &mut self,
         event: &Event,
-        event_scopes: &[ScopeName],
+        event_scopes: &[String],
         updates: &[crate::scoring::ScopeUpdate],
         params: &Params,
     ) -> Result<()> {
@@ -193,7 +193,7 @@ impl<'a> Txn<'a> {
                 continue;
             }
             for scope in event_scopes {
-                if let Some(Some(state)) = self.scopes.get(scope.as_str()) {
+                if let Some(Some(state)) = self.scopes.get(scope) {
                     self.alerting
                         .scope_op(scope, state, &update.op, self.dimensions)?;
                 }
@@ -268,7 +268,7 @@ impl<'a> Txn<'a> {
     /// at its cap, before anything is changed.
     fn check_attribute_cap<'e>(
         &mut self,
-        attribute_scopes: impl Iterator<Item = (&'e (String, String), &'e ScopeName)>,
+        attribute_scopes: impl Iterator<Item = (&'e (String, String), &'e String)>,
         options: &EngineOptions,
     ) -> Result<Option<Error>> {
         for ((key, _), scope) in attribute_scopes {

@@ -14,7 +14,6 @@ use super::event_tag::EventTag;
 use super::params::Params;
 use super::response::{tarp_rate, ComplaintOutcome};
 use super::scope::{CaseResolution, CaseResponse, Delta, OpenCase, ScopeOp, ScopeUpdate, Target};
-use crate::domain::ScopeName;
 use crate::domain::{Event, Interaction, InteractionKind, Millis, Severity, MILLIS_PER_HOUR};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -28,7 +27,7 @@ struct Opened {
     at: Millis,
     event: EventTag,
     severity: Severity,
-    scopes: Vec<ScopeName>,
+    scopes: Vec<String>,
     /// Deadlines fixed when the opening is recorded, so that retracting a
     /// contribution later finds the same deadline bucket even if the SLA
     /// configuration changed in between.
@@ -46,7 +45,7 @@ struct Case {
 /// What one case contributes to its scopes.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Parts {
-    scopes: Vec<ScopeName>,
+    scopes: Vec<String>,
     open: Option<OpenCase>,
     response: Option<CaseResponse>,
     resolution: Option<CaseResolution>,
@@ -129,7 +128,7 @@ impl Case {
 /// Updates that turn the contributions of `old` into those of `new`.
 fn diff(old: &Parts, new: &Parts, out: &mut Vec<ScopeUpdate>) {
     let moved = old.scopes != new.scopes;
-    let mut emit = |scopes: &Vec<ScopeName>, op: ScopeOp| {
+    let mut emit = |scopes: &Vec<String>, op: ScopeOp| {
         out.push(ScopeUpdate {
             target: Target::Scopes(scopes.clone()),
             op,

@@ -17,7 +17,6 @@ use super::response::{health_band, nps_category, response_satisfaction, weighted
 use super::scope::{InteractionFacts, ScopeOp, ScopeUpdate, SurveyFacts, Target};
 use super::tier::{value_bucket_of, NON_POSITIVE_BUCKET};
 use super::top_k::TopK;
-use crate::domain::ScopeName;
 use crate::domain::{
     Body, Event, Interaction, InteractionKind, Measure, Millis, Survey, MILLIS_PER_DAY,
 };
@@ -38,7 +37,7 @@ const MIN_PURCHASE_GAP_MS: f64 = 3_600_000.0;
 struct FirstPurchase {
     at: Millis,
     event: EventTag,
-    scopes: Vec<ScopeName>,
+    scopes: Vec<String>,
 }
 
 /// The latest NPS answer by (time, event tag).

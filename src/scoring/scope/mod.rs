@@ -16,7 +16,7 @@ use super::dimension::{self, DimStats, Shortfall};
 use super::params::Params;
 use super::report::{ComplaintReport, Loyalty, ScopeReport};
 use super::response::{advocacy_score, ces_easy, csat_satisfied, weighted_mean};
-use crate::domain::{DimensionSpec, Millis, Rating, ScopeName};
+use crate::domain::{DimensionSpec, Millis, Rating};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -27,7 +27,7 @@ pub enum Target {
     EventScopes,
     /// Explicit scopes: those of a complaint's opening event or of an
     /// earlier first purchase.
-    Scopes(Vec<ScopeName>),
+    Scopes(Vec<String>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
