@@ -26,11 +26,14 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 use self::alert_latency::{AlertReport, Subscriber};
-use self::child::{Child, Rss, WorkDir};
+use self::child::{Child, Rss, Stop, WorkDir};
 use self::load::{Mode, Plan, Prepared, Tally, Timings};
 use self::stats::Latency;
 use super::demo::Workload;
-use gapwatch::proto::{config_service_client::ConfigServiceClient, Dimension, PutDimensionRequest};
+use gapwatch::proto::{
+    config_service_client::ConfigServiceClient, score_service_client::ScoreServiceClient,
+    Dimension, GetScopeScoreRequest, PutDimensionRequest,
+};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -86,6 +89,11 @@ pub struct BenchArgs {
     /// data dir and time it until it listens and answers a health check.
     #[arg(long, conflicts_with = "server")]
     measure_restart: bool,
+    /// With --measure-restart: stop the server with SIGKILL, a crash,
+    /// instead of SIGTERM. The restart then recovers what the last
+    /// checkpoint had not flushed from the write-ahead log.
+    #[arg(long, requires = "measure_restart")]
+    kill: bool,
     /// Also run the same requests against the transport ceiling (the
     /// default).
     #[arg(long, overrides_with = "no_ceiling")]
@@ -167,8 +175,13 @@ impl Machine {
 /// Restart timings (`--measure-restart`).
 #[derive(serde::Serialize)]
 struct Restart {
-    /// SIGTERM to exit.
+    /// How the server was stopped: SIGTERM or SIGKILL (`--kill`).
+    signal: &'static str,
+    /// The signal to the exit.
     shutdown_s: f64,
+    /// Events in scope `all` before the stop and after the restart: a
+    /// restart that lost an acknowledged event fails the bench instead.
+    events_recorded: u64,
     /// Spawn to the "listening" line.
     listening_s: f64,
     /// Spawn to the first SERVING health check.
@@ -398,22 +411,54 @@ async fn run_child(
     r.bytes_per_customer =
         (r.distinct_customers > 0).then(|| allocated as f64 / r.distinct_customers as f64);
 
-    let shutdown = server.stop().await?;
-    if args.measure_restart {
-        let again = Child::spawn(&serve, &log).await?;
-        let serving = again.wait_serving().await;
-        let rss = again.rss();
-        let listening = again.listening_after;
-        again.stop().await?;
-        let serving = serving?;
-        r.restart = Some(Restart {
-            shutdown_s: shutdown.as_secs_f64(),
-            listening_s: listening.as_secs_f64(),
-            serving_s: serving.as_secs_f64(),
-            rss_bytes: rss.map(|m: Rss| m.current),
-        });
+    if !args.measure_restart {
+        server.stop().await?;
+        return Ok(r);
     }
+    let before = events_recorded(&server.url()).await;
+    let how = if args.kill { Stop::Kill } else { Stop::Term };
+    let shutdown = server.signal(how).await?;
+    let before = before?;
+    let again = Child::spawn(&serve, &log).await?;
+    let serving = again.wait_serving().await;
+    let rss = again.rss();
+    let listening = again.listening_after;
+    let after = match &serving {
+        Ok(_) => events_recorded(&again.url()).await,
+        Err(_) => Ok(0),
+    };
+    again.stop().await?;
+    let (serving, after) = (serving?, after?);
+    if after != before {
+        anyhow::bail!(
+            "after {} and a restart scope `all` holds {after} events, {before} before: \
+             acknowledged events were lost (server log: {})",
+            how.name(),
+            log.display()
+        );
+    }
+    r.restart = Some(Restart {
+        signal: how.name(),
+        shutdown_s: shutdown.as_secs_f64(),
+        events_recorded: after,
+        listening_s: listening.as_secs_f64(),
+        serving_s: serving.as_secs_f64(),
+        rss_bytes: rss.map(|m: Rss| m.current),
+    });
     Ok(r)
+}
+
+/// The events scope `all` holds: every event the server accepted.
+async fn events_recorded(url: &str) -> anyhow::Result<u64> {
+    let channel = Endpoint::from_shared(url.to_string())?.connect().await?;
+    let scope = ScoreServiceClient::new(channel)
+        .get_scope_score(GetScopeScoreRequest {
+            scope: "all".into(),
+            as_of_time: None,
+        })
+        .await?
+        .into_inner();
+    Ok(scope.event_count)
 }
 
 /// Configures responsiveness as `gapwatch demo` does (M and S enable the
@@ -753,10 +798,12 @@ fn human(r: &Report) -> String {
         if let Some(x) = &t.restart {
             let _ = writeln!(
                 o,
-                "  restart          SIGTERM to exit {:.2} s; spawn to listening {:.2} s, to SERVING {:.2} s; idle RSS after restart {}",
+                "  restart          {} to exit {:.2} s; spawn to listening {:.2} s, to SERVING {:.2} s; {} events kept; idle RSS after restart {}",
+                x.signal,
                 x.shutdown_s,
                 x.listening_s,
                 x.serving_s,
+                thousands(x.events_recorded as f64),
                 mib(x.rss_bytes)
             );
         }
@@ -803,5 +850,11 @@ mod tests {
         let t = T::try_parse_from(["t", "--no-ceiling", "--ceiling"]).expect("parses");
         assert!(!t.b.no_ceiling);
         assert!(T::try_parse_from(["t", "--server", "http://x", "--measure-restart"]).is_err());
+        assert!(
+            T::try_parse_from(["t", "--kill"]).is_err(),
+            "--kill needs --measure-restart"
+        );
+        let t = T::try_parse_from(["t", "--measure-restart", "--kill"]).expect("parses");
+        assert!(t.b.kill);
     }
 }

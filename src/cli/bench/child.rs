@@ -13,6 +13,24 @@ const LISTENING: &str = "gapwatch listening on ";
 
 /// (tokio's `process` feature is off in this crate: std processes, waited
 /// on blocking threads.)
+/// How the bench stops its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: a graceful stop (drain, checkpoint).
+    Term,
+    /// SIGKILL: a crash, as far as the data dir can tell.
+    Kill,
+}
+
+impl Stop {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Term => "SIGTERM",
+            Stop::Kill => "SIGKILL",
+        }
+    }
+}
+
 pub struct Child {
     /// `None` once waited for.
     child: Option<std::process::Child>,
@@ -92,14 +110,23 @@ impl Child {
     }
 
     /// Sends SIGTERM and waits for the exit; returns how long it took.
-    pub async fn stop(mut self) -> anyhow::Result<Duration> {
+    pub async fn stop(self) -> anyhow::Result<Duration> {
+        self.signal(Stop::Term).await
+    }
+
+    /// Sends `how` and waits for the exit; returns how long it took.
+    pub async fn signal(mut self, how: Stop) -> anyhow::Result<Duration> {
         let mut child = self.child.take().expect("not yet stopped");
         let pid = self.pid.to_string();
         let asked = Instant::now();
-        // std cannot send a signal; `kill` is in every base image.
+        let flag = match how {
+            Stop::Term => "-TERM",
+            Stop::Kill => "-KILL",
+        };
+        // std cannot send SIGTERM; `kill` is in every base image.
         let signalled = tokio::task::spawn_blocking(move || {
             let sent = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
+                .args([flag, &pid])
                 .status()
                 .is_ok_and(|s| s.success());
             if !sent {
@@ -108,7 +135,7 @@ impl Child {
             child.wait()
         });
         match tokio::time::timeout(Duration::from_secs(60), signalled).await {
-            Ok(Ok(Ok(exit))) if exit.success() => Ok(asked.elapsed()),
+            Ok(Ok(Ok(exit))) if exit.success() || how == Stop::Kill => Ok(asked.elapsed()),
             Ok(Ok(Ok(exit))) => anyhow::bail!(
                 "the server exited with {exit} on SIGTERM; its log:\n{}",
                 tail(&self.log)
@@ -119,7 +146,7 @@ impl Child {
                 let _ = std::process::Command::new("kill")
                     .args(["-KILL", &self.pid.to_string()])
                     .status();
-                anyhow::bail!("the server did not stop within 60 s of SIGTERM")
+                anyhow::bail!("the server did not stop within 60 s of {}", how.name())
             }
         }
     }
