@@ -279,10 +279,91 @@ impl Alert {
     }
 }
 
+/// Open alerts (FIRING or ACKNOWLEDGED) by kind, kept with the commits
+/// that open and resolve them so that a start reads one value instead of
+/// an index written on every transition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAlerts(std::collections::BTreeMap<AlertKind, u64>);
+
+impl OpenAlerts {
+    pub fn count(&self, kind: AlertKind) -> u64 {
+        self.0.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Counts one more open alert of `kind`.
+    pub fn open(&mut self, kind: AlertKind) {
+        *self.0.entry(kind).or_default() += 1;
+    }
+
+    /// Follows `transitions` (FIRING opens, RESOLVED closes, ACKNOWLEDGED
+    /// leaves open); whether any count changed.
+    pub fn follow(&mut self, transitions: &[Alert]) -> bool {
+        let mut changed = false;
+        for alert in transitions {
+            match alert.state {
+                AlertState::Firing => self.open(alert.kind()),
+                AlertState::Resolved => {
+                    let n = self.0.entry(alert.kind()).or_default();
+                    *n = n.saturating_sub(1);
+                }
+                AlertState::Acknowledged => continue,
+            }
+            changed = true;
+        }
+        changed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    #[test]
+    fn open_alerts_follow_firing_and_resolved_transitions() {
+        let transition = |kind, state| Alert {
+            id: 1,
+            sequence: 1,
+            subject: match kind {
+                AlertKind::ChurnRisk => Subject::Customer {
+                    customer: "c".into(),
+                },
+                kind => Subject::Scope {
+                    kind,
+                    scope: "all".into(),
+                    dimension: None,
+                    gap: None,
+                },
+            },
+            state,
+            severity: AlertSeverity::Warning,
+            dimension: None,
+            value: None,
+            baseline: None,
+            threshold: None,
+            observations: 0,
+            event_at: 0,
+            updated_at: 0,
+            message: String::new(),
+            note: String::new(),
+        };
+        use AlertKind::*;
+        use AlertState::*;
+        let mut open = OpenAlerts::default();
+        assert!(open.follow(&[
+            transition(ChurnRisk, Firing),
+            transition(ChurnRisk, Firing),
+            transition(SatisfactionDrop, Firing),
+        ]));
+        assert!(!open.follow(&[transition(ChurnRisk, Acknowledged)]));
+        assert!(open.follow(&[transition(ChurnRisk, Resolved)]));
+        assert_eq!(open.count(ChurnRisk), 1);
+        assert_eq!(open.count(SatisfactionDrop), 1);
+        assert_eq!(open.count(GapWidening), 0);
+        // A count never goes below zero, whatever a dir held before.
+        open.follow(&[transition(GapWidening, Resolved)]);
+        assert_eq!(open.count(GapWidening), 0);
+    }
 
     #[test]
     fn a_scope_subject_hashes_and_keys_like_the_subject_it_views() {

@@ -16,6 +16,7 @@ use super::cache::CustomerCache;
 use super::commit::{Commit, Committer, Failure, Reply, Stage};
 use super::txn::Txn;
 use super::{AlertFeed, Command, Dimensions, EngineOptions};
+use crate::domain::alert::OpenAlerts;
 use crate::error::{Error, Result};
 use crate::scoring::{Params, ValueHistogram};
 use crate::store::{EntityCounts, Store};
@@ -32,6 +33,8 @@ pub(super) struct Writer {
     failure: Arc<Failure>,
     /// Customers and scopes stored (kept in meta with each commit).
     counts: EntityCounts,
+    /// Open alerts by kind (kept in meta by commits that change them).
+    open_alerts: OpenAlerts,
     customers: CustomerCache,
     stages: Option<SyncSender<Stage>>,
     committer: Option<JoinHandle<()>>,
@@ -72,6 +75,7 @@ impl Writer {
             next_sequence: store.last_sequence()? + 1,
             next_alert_sequence: store.last_alert_sequence()? + 1,
             histogram: store.histogram()?,
+            open_alerts: store.open_alerts()?,
             customers: CustomerCache::new(options.cached_customers),
             store,
             params,
@@ -215,9 +219,13 @@ impl Writer {
             if committed.next_sequence != self.next_sequence {
                 committed.batch.put_entity_counts(&counts)?;
             }
-            Ok((committed, counts))
+            let mut open_alerts = self.open_alerts.clone();
+            if open_alerts.follow(&committed.alerts) {
+                committed.batch.put_open_alerts(&open_alerts)?;
+            }
+            Ok((committed, counts, open_alerts))
         });
-        let (committed, counts) = match staged {
+        let (committed, counts, open_alerts) = match staged {
             Ok(staged) => staged,
             Err(e) => {
                 // Commits already handed over stay valid; this one is
@@ -233,6 +241,7 @@ impl Writer {
         self.next_sequence = committed.next_sequence;
         self.next_alert_sequence = committed.next_alert_sequence;
         self.counts = counts;
+        self.open_alerts = open_alerts;
         self.customers.put_back(committed.customers);
         if committed.batch.is_empty() && replies.is_empty() && committed.alerts.is_empty() {
             return;

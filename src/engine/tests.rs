@@ -191,3 +191,53 @@ async fn a_clean_stop_checkpoints_the_write_ahead_log() {
     assert_eq!(store.wal_pending_bytes(), 0);
     assert_eq!(surveys(&store, "alice"), 3);
 }
+
+fn cancellation(id: &str, customer: &str) -> Event {
+    use crate::domain::{Interaction, InteractionKind, Severity};
+    Event {
+        id: id.into(),
+        customer: customer.into(),
+        at: 1_700_000_000_000,
+        attributes: Vec::new(),
+        body: Body::Interaction(Interaction {
+            kind: InteractionKind::Cancellation,
+            amount: None,
+            dimension: None,
+            case_id: None,
+            severity: Severity::Minor,
+            service: None,
+            promise: None,
+            lower_is_better: true,
+        }),
+    }
+}
+
+/// The open alerts are counted with the commits that open them, and a
+/// restart reads the count. (The count is one more key of the commit: a
+/// crash recovers it from the write-ahead log like any other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_alerts_are_counted_with_their_commits() {
+    use crate::domain::alert::AlertKind;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000);
+    let store = Store::open(dir.path(), &config.store_options()).unwrap();
+    assert_eq!(store.open_alerts().unwrap().count(AlertKind::ChurnRisk), 0);
+    let engine = start(store.clone(), &config);
+    let handle = engine.handle();
+    for customer in ["ann", "bob"] {
+        let id = format!("cancel-{customer}");
+        assert_eq!(
+            one(&handle, cancellation(&id, customer)).await.0,
+            "accepted"
+        );
+    }
+    // A cancellation by a new customer opens a CHURN_RISK alert.
+    assert_eq!(store.open_alerts().unwrap().count(AlertKind::ChurnRisk), 2);
+    drop(handle);
+    engine.shutdown().await;
+    drop(store);
+    let reopened = Store::open(dir.path(), &config.store_options()).unwrap();
+    let open = reopened.open_alerts().unwrap();
+    assert_eq!(open.count(AlertKind::ChurnRisk), 2);
+    assert_eq!(open.count(AlertKind::SatisfactionDrop), 0);
+}

@@ -3,7 +3,7 @@
 //! together with the events that caused them.
 
 use super::{codec, keys, Result, Store, WriteBatch};
-use crate::domain::alert::{Alert, AlertKind, AlertState};
+use crate::domain::alert::{Alert, OpenAlerts};
 use crate::scoring::monitor::MonitorState;
 
 impl Store {
@@ -65,13 +65,18 @@ impl Store {
         Ok(out)
     }
 
-    /// The kinds of the open alerts (FIRING or ACKNOWLEDGED), from their
-    /// own index: a start does not scan alert history.
-    pub fn open_alert_kinds(&self) -> Result<Vec<AlertKind>> {
-        self.settled()
-            .scan_prefix([keys::OPEN_ALERT])
-            .map(|kv| codec::decode(&kv?.1))
-            .collect()
+    /// The open alerts (FIRING or ACKNOWLEDGED) by kind: kept in meta by
+    /// every commit that opens or resolves one; in a dir whose builds kept
+    /// an open-alert index instead (`O`), counted from that index.
+    pub fn open_alerts(&self) -> Result<OpenAlerts> {
+        if let Some(open) = self.get(&keys::with_prefix(keys::META, keys::META_OPEN_ALERTS))? {
+            return Ok(open);
+        }
+        let mut open = OpenAlerts::default();
+        for kv in self.settled().scan_prefix([keys::OPEN_ALERT]) {
+            open.open(codec::decode(&kv?.1)?);
+        }
+        Ok(open)
     }
 
     pub fn monitor(&self, subject_key: &str) -> Result<Option<MonitorState>> {
@@ -115,13 +120,11 @@ impl WriteBatch {
             keys::numbered(keys::ALERT_LOG, alert.sequence).to_vec(),
             alert,
         )?;
-        let open_key = keys::numbered(keys::OPEN_ALERT, alert.id).to_vec();
-        match alert.state {
-            AlertState::Firing => self.put(open_key, &alert.kind())?,
-            AlertState::Resolved => self.delete(open_key),
-            AlertState::Acknowledged => {}
-        }
         self.put(keys::numbered(keys::ALERT, alert.id).to_vec(), alert)
+    }
+
+    pub fn put_open_alerts(&mut self, open: &OpenAlerts) -> Result<()> {
+        self.put(keys::with_prefix(keys::META, keys::META_OPEN_ALERTS), open)
     }
 
     /// Removes a transition from the log (retention); `forget_alert` also

@@ -10,11 +10,11 @@
 //! | `s`    | scope (`all`, `key=value`)  | `ScopeState` (own version, see `codec`) |
 //! | `k`    | attribute key               | distinct values (u64) |
 //! | `d`    | dimension name              | `DimensionSpec`       |
-//! | `M`    | `histogram`, `schema`, `alerts_pruned`, `counts` | meta values |
+//! | `M`    | `histogram`, `schema`, `alerts_pruned`, `counts`, `open_alerts` | meta values |
 //! | `A`    | alert sequence (u64 BE)     | `Alert` (a transition) |
 //! | `L`    | alert id (u64 BE)           | `Alert` (its latest transition) |
 //! | `a`    | monitored subject key       | `MonitorState`        |
-//! | `O`    | open alert id (u64 BE)      | `AlertKind` (open alerts only) |
+//! | `O`    | open alert id (u64 BE)      | `AlertKind`: written by earlier builds only (see below) |
 //! | `o`    | due (i64 BE, offset) + subject key | empty (overdue check) |
 //!
 //! The `journal` tree held, in builds before the write-ahead log, `J` +
@@ -24,7 +24,10 @@
 //! `m` (scope NUL customer: membership) was written by earlier builds
 //! before records listed their scopes; such keys are never read. `i` was
 //! the global idempotency index before customer records kept their recent
-//! ids; it is read (never written) in dirs that have it.
+//! ids; it is read (never written) in dirs that have it. `O` indexed the
+//! open alerts, written on every transition only for a start to count
+//! them; the count is now kept in `M open_alerts`, and `O` is read only
+//! in a dir that has no such count yet.
 
 pub const EVENT: u8 = b'e';
 pub const EVENT_ID: u8 = b'i';
@@ -44,6 +47,7 @@ pub const META_HISTOGRAM: &str = "histogram";
 pub const META_SCHEMA: &str = "schema";
 pub const META_ALERTS_PRUNED: &str = "alerts_pruned";
 pub const META_COUNTS: &str = "counts";
+pub const META_OPEN_ALERTS: &str = "open_alerts";
 
 pub fn with_prefix(prefix: u8, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len());

@@ -1395,4 +1395,34 @@ mod tests {
         assert_eq!(store.legacy_event_sequence("old-1").unwrap(), Some(3));
         assert_eq!(store.legacy_event_sequence("old-2").unwrap(), None);
     }
+
+    #[test]
+    fn open_alerts_are_read_from_meta_or_counted_from_an_earlier_builds_index() {
+        use crate::domain::alert::{AlertKind, OpenAlerts};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &options()).unwrap();
+        assert_eq!(store.open_alerts().unwrap(), OpenAlerts::default());
+        // What earlier builds wrote: one `O` key per open alert.
+        let mut batch = WriteBatch::default();
+        for (id, kind) in [
+            (1, AlertKind::ChurnRisk),
+            (4, AlertKind::ChurnRisk),
+            (9, AlertKind::GapWidening),
+        ] {
+            batch
+                .put(keys::numbered(keys::OPEN_ALERT, id).to_vec(), &kind)
+                .unwrap();
+        }
+        store.commit(batch).unwrap();
+        let counted = store.open_alerts().unwrap();
+        assert_eq!(counted.count(AlertKind::ChurnRisk), 2);
+        assert_eq!(counted.count(AlertKind::GapWidening), 1);
+        // Once a commit keeps the count, the stale index is not read.
+        let mut kept = OpenAlerts::default();
+        kept.open(AlertKind::LoyaltyDrop);
+        let mut batch = WriteBatch::default();
+        batch.put_open_alerts(&kept).unwrap();
+        store.commit(batch).unwrap();
+        assert_eq!(store.open_alerts().unwrap(), kept);
+    }
 }

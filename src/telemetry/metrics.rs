@@ -359,13 +359,11 @@ impl Metrics {
     }
 
     /// Reports `store` in the gauges until the guard is dropped, with the
-    /// open alerts counted once now (from the open-alert index).
+    /// open alerts read once now (the count kept with the commits).
     pub fn attach(&self, store: &Store) -> crate::store::Result<Attached> {
-        let mut open = [0i64; 5];
-        for kind in store.open_alert_kinds()? {
-            open[kind_index(kind)] += 1;
-        }
-        for (slot, n) in self.state.open_alerts.iter().zip(open) {
+        let open = store.open_alerts()?;
+        for (slot, kind) in self.state.open_alerts.iter().zip(ALERT_KINDS) {
+            let n = i64::try_from(open.count(kind)).unwrap_or(i64::MAX);
             slot.store(n, Ordering::Relaxed);
         }
         *self.state.store.lock().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
