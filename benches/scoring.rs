@@ -91,24 +91,11 @@ impl Mix {
         }
     }
 
-    fn interaction(kind: InteractionKind) -> Interaction {
-        Interaction {
-            kind,
-            amount: None,
-            dimension: None,
-            case_id: None,
-            severity: Severity::Minor,
-            service: None,
-            promise: None,
-            lower_is_better: true,
-        }
-    }
-
     fn next_event(&mut self) -> Event {
         let at = self.now();
         let event = if self.follow_ups.last().is_some_and(|f| f.0 <= at) {
             let (due, c, case, kind) = self.follow_ups.pop().expect("checked");
-            let mut i = Self::interaction(kind);
+            let mut i = Interaction::of_kind(kind);
             i.case_id = Some(case);
             self.event(c, due, Body::Interaction(i))
         } else {
@@ -116,11 +103,11 @@ impl Mix {
             let basket = self.customers[c].3;
             let roll: f64 = self.rng.random();
             let body = if roll < 0.39 {
-                let mut i = Self::interaction(InteractionKind::Purchase);
+                let mut i = Interaction::of_kind(InteractionKind::Purchase);
                 i.amount = Some(basket * self.rng.random_range(0.5..1.5));
                 Body::Interaction(i)
             } else if roll < 0.41 {
-                let mut i = Self::interaction(InteractionKind::Return);
+                let mut i = Interaction::of_kind(InteractionKind::Return);
                 i.amount = Some(basket / 2.0);
                 Body::Interaction(i)
             } else if roll < 0.66 {
@@ -149,7 +136,7 @@ impl Mix {
                     ratings,
                 })
             } else if roll < 0.84 {
-                let mut i = Self::interaction(InteractionKind::Service);
+                let mut i = Interaction::of_kind(InteractionKind::Service);
                 i.dimension = Some("responsiveness".into());
                 i.service = Some(Measure {
                     target: 30.0,
@@ -157,7 +144,7 @@ impl Mix {
                 });
                 Body::Interaction(i)
             } else if roll < 0.96 {
-                let mut i = Self::interaction(InteractionKind::Service);
+                let mut i = Interaction::of_kind(InteractionKind::Service);
                 i.dimension = Some("reliability".into());
                 i.promise = Some(Measure {
                     target: 3.0,
@@ -178,7 +165,7 @@ impl Mix {
                         .push((at + (hours * HOUR_MS) as i64, c, case.clone(), kind));
                 }
                 self.follow_ups.sort_by_key(|f| std::cmp::Reverse(f.0));
-                let mut i = Self::interaction(InteractionKind::ComplaintOpened);
+                let mut i = Interaction::of_kind(InteractionKind::ComplaintOpened);
                 i.case_id = Some(case);
                 i.dimension = Some("responsiveness".into());
                 i.severity = if major {
@@ -188,7 +175,7 @@ impl Mix {
                 };
                 Body::Interaction(i)
             } else {
-                Body::Interaction(Self::interaction(InteractionKind::Cancellation))
+                Body::Interaction(Interaction::of_kind(InteractionKind::Cancellation))
             };
             self.event(c, at, body)
         };

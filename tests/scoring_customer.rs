@@ -24,27 +24,14 @@ fn event(id: &str, at: Millis, attrs: &[(&str, &str)], body: Body) -> Event {
     }
 }
 
-fn interaction(kind: InteractionKind) -> Interaction {
-    Interaction {
-        kind,
-        amount: None,
-        dimension: None,
-        case_id: None,
-        severity: Severity::Minor,
-        service: None,
-        promise: None,
-        lower_is_better: true,
-    }
-}
-
 fn purchase(id: &str, at: Millis, amount: f64) -> Event {
-    let mut i = interaction(InteractionKind::Purchase);
+    let mut i = Interaction::of_kind(InteractionKind::Purchase);
     i.amount = Some(amount);
     event(id, at, &[], Body::Interaction(i))
 }
 
 fn step(id: &str, at: Millis, kind: InteractionKind, case: &str, severity: Severity) -> Event {
-    let mut i = interaction(kind);
+    let mut i = Interaction::of_kind(kind);
     i.case_id = Some(case.into());
     i.severity = severity;
     event(id, at, &[], Body::Interaction(i))
@@ -207,7 +194,7 @@ fn recovery_by_outcome_and_severity() {
 #[test]
 fn value_nets_returns_and_decays() {
     let p = Params::default();
-    let mut ret = interaction(InteractionKind::Return);
+    let mut ret = Interaction::of_kind(InteractionKind::Return);
     ret.amount = Some(40.0);
     let c = apply_all(
         &[
@@ -275,7 +262,7 @@ fn at_risk_cancellation_window_edges() {
             "x",
             t,
             &[],
-            Body::Interaction(interaction(InteractionKind::Cancellation)),
+            Body::Interaction(Interaction::of_kind(InteractionKind::Cancellation)),
         )],
         &p,
     );

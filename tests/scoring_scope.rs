@@ -72,21 +72,8 @@ fn event(id: &str, customer: &str, at: Millis, attrs: &[(&str, &str)], body: Bod
     }
 }
 
-fn interaction(kind: InteractionKind) -> Interaction {
-    Interaction {
-        kind,
-        amount: None,
-        dimension: None,
-        case_id: None,
-        severity: Severity::Minor,
-        service: None,
-        promise: None,
-        lower_is_better: true,
-    }
-}
-
 fn step(id: &str, at: Millis, kind: InteractionKind, case: &str, sev: Severity) -> Event {
-    let mut i = interaction(kind);
+    let mut i = Interaction::of_kind(kind);
     i.case_id = Some(case.into());
     i.severity = sev;
     event(id, "c", at, &[], Body::Interaction(i))
@@ -189,7 +176,7 @@ fn csat_nps_ces_figures() {
 }
 
 fn purchase(id: &str, customer: &str, at: Millis, channel: &str) -> Event {
-    let mut i = interaction(InteractionKind::Purchase);
+    let mut i = Interaction::of_kind(InteractionKind::Purchase);
     i.amount = Some(10.0);
     event(
         id,

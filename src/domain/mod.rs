@@ -112,6 +112,23 @@ pub struct Interaction {
     pub lower_is_better: bool,
 }
 
+impl Interaction {
+    /// An interaction that states only its kind: what validation makes of
+    /// a request that sets nothing else (severity MINOR, lower is better).
+    pub fn of_kind(kind: InteractionKind) -> Self {
+        Self {
+            kind,
+            amount: None,
+            dimension: None,
+            case_id: None,
+            severity: Severity::Minor,
+            service: None,
+            promise: None,
+            lower_is_better: true,
+        }
+    }
+}
+
 impl Event {
     /// The scopes this event counts in: `all`, then each `key=value`.
     pub fn scopes(&self) -> Vec<String> {

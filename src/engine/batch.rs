@@ -219,9 +219,14 @@ impl Writer {
             if committed.next_sequence != self.next_sequence {
                 committed.batch.put_entity_counts(&counts)?;
             }
-            let mut open_alerts = self.open_alerts.clone();
-            if open_alerts.follow(&committed.alerts) {
-                committed.batch.put_open_alerts(&open_alerts)?;
+            // Kept (and reported) only when a transition changed it.
+            let mut open_alerts = None;
+            if !committed.alerts.is_empty() {
+                let mut open = self.open_alerts.clone();
+                if open.follow(&committed.alerts) {
+                    committed.batch.put_open_alerts(&open)?;
+                    open_alerts = Some(open);
+                }
             }
             Ok((committed, counts, open_alerts))
         });
@@ -241,7 +246,9 @@ impl Writer {
         self.next_sequence = committed.next_sequence;
         self.next_alert_sequence = committed.next_alert_sequence;
         self.counts = counts;
-        self.open_alerts = open_alerts;
+        if let Some(open) = &open_alerts {
+            self.open_alerts = open.clone();
+        }
         self.customers.put_back(committed.customers);
         if committed.batch.is_empty() && replies.is_empty() && committed.alerts.is_empty() {
             return;
@@ -266,6 +273,7 @@ impl Writer {
             events,
             queued,
             counts,
+            open_alerts,
             span,
         };
         if let Some(stages) = &self.stages {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::{AlertFeed, Dimensions, Outcome};
-use crate::domain::alert::Alert;
+use crate::domain::alert::{Alert, OpenAlerts};
 use crate::domain::DimensionSpec;
 use crate::error::{Error, Result};
 use crate::store::{EntityCounts, StagedBatch, Store};
@@ -77,6 +77,8 @@ pub(super) struct Commit {
     /// When each ingest command was queued (the ack-latency metric).
     pub queued: Vec<Instant>,
     pub counts: EntityCounts,
+    /// Open alerts by kind, when this commit's transitions changed them.
+    pub open_alerts: Option<OpenAlerts>,
     /// The writer's `engine.batch` span: the commit is traced under it.
     pub span: tracing::Span,
 }
@@ -175,6 +177,7 @@ impl Committer {
             events,
             queued,
             counts,
+            open_alerts,
             span,
         } = commit;
         let mut owed = Some(Owed {
@@ -182,6 +185,7 @@ impl Committer {
             alerts,
             queued,
             counts,
+            open_alerts,
         });
         let took = if batch.is_empty() {
             None
@@ -228,8 +232,12 @@ impl Committer {
             alerts,
             queued,
             counts,
+            open_alerts,
         } = owed;
         self.metrics.transitions(&alerts);
+        if let Some(open) = &open_alerts {
+            self.metrics.open_alerts(open);
+        }
         self.metrics.entities(counts.customers, counts.scopes);
         self.feed.publish(alerts);
         for reply in replies {
@@ -247,4 +255,5 @@ struct Owed {
     alerts: Vec<Alert>,
     queued: Vec<Instant>,
     counts: EntityCounts,
+    open_alerts: Option<OpenAlerts>,
 }

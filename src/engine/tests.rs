@@ -193,22 +193,13 @@ async fn a_clean_stop_checkpoints_the_write_ahead_log() {
 }
 
 fn cancellation(id: &str, customer: &str) -> Event {
-    use crate::domain::{Interaction, InteractionKind, Severity};
+    use crate::domain::{Interaction, InteractionKind};
     Event {
         id: id.into(),
         customer: customer.into(),
         at: 1_700_000_000_000,
         attributes: Vec::new(),
-        body: Body::Interaction(Interaction {
-            kind: InteractionKind::Cancellation,
-            amount: None,
-            dimension: None,
-            case_id: None,
-            severity: Severity::Minor,
-            service: None,
-            promise: None,
-            lower_is_better: true,
-        }),
+        body: Body::Interaction(Interaction::of_kind(InteractionKind::Cancellation)),
     }
 }
 

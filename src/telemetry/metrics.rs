@@ -9,7 +9,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge, UpDownC
 use opentelemetry::KeyValue;
 use tonic::Code;
 
-use crate::domain::alert::{Alert, AlertKind, AlertSeverity, AlertState};
+use crate::domain::alert::{Alert, AlertKind, AlertSeverity, AlertState, OpenAlerts};
 use crate::store::Store;
 
 const ALERT_KINDS: [AlertKind; 5] = [
@@ -194,10 +194,6 @@ fn kind_name(kind: AlertKind) -> &'static str {
     }
 }
 
-fn kind_index(kind: AlertKind) -> usize {
-    ALERT_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
-}
-
 fn state_name(state: AlertState) -> &'static str {
     match state {
         AlertState::Firing => "firing",
@@ -361,11 +357,7 @@ impl Metrics {
     /// Reports `store` in the gauges until the guard is dropped, with the
     /// open alerts read once now (the count kept with the commits).
     pub fn attach(&self, store: &Store) -> crate::store::Result<Attached> {
-        let open = store.open_alerts()?;
-        for (slot, kind) in self.state.open_alerts.iter().zip(ALERT_KINDS) {
-            let n = i64::try_from(open.count(kind)).unwrap_or(i64::MAX);
-            slot.store(n, Ordering::Relaxed);
-        }
+        self.open_alerts(&store.open_alerts()?);
         *self.state.store.lock().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
         self.state.attached.store(true, Ordering::Release);
         Ok(Attached(self.clone()))
@@ -414,26 +406,25 @@ impl Metrics {
         }
     }
 
-    /// Durable alert transitions: counts them and moves the open gauge.
+    /// Durable alert transitions: counts them.
     pub fn transitions(&self, alerts: &[Alert]) {
         for a in alerts {
-            let kind = a.kind();
             self.inner.alert_transitions.add(
                 1,
                 &[
-                    KeyValue::new("kind", kind_name(kind)),
+                    KeyValue::new("kind", kind_name(a.kind())),
                     KeyValue::new("state", state_name(a.state)),
                     KeyValue::new("severity", severity_name(a.severity)),
                 ],
             );
-            let delta = match a.state {
-                AlertState::Firing => 1,
-                AlertState::Resolved => -1,
-                AlertState::Acknowledged => 0,
-            };
-            if delta != 0 {
-                self.state.open_alerts[kind_index(kind)].fetch_add(delta, Ordering::Relaxed);
-            }
+        }
+    }
+
+    /// Open alerts by kind (the writer's committed count).
+    pub fn open_alerts(&self, open: &OpenAlerts) {
+        for (slot, kind) in self.state.open_alerts.iter().zip(ALERT_KINDS) {
+            let n = i64::try_from(open.count(kind)).unwrap_or(i64::MAX);
+            slot.store(n, Ordering::Relaxed);
         }
     }
 
