@@ -592,3 +592,83 @@ async fn batch_and_stream_events_are_counted_by_kind_and_outcome() {
     );
     server.stop().await;
 }
+
+fn interaction(id: &str, customer: &str, kind: proto::InteractionKind) -> proto::Interaction {
+    proto::Interaction {
+        event_id: id.to_string(),
+        customer_id: customer.to_string(),
+        occur_time: Some(pbjson_types::Timestamp {
+            seconds: T0,
+            nanos: 0,
+        }),
+        kind: kind as i32,
+        amount: (kind == proto::InteractionKind::Purchase).then_some(100.0),
+        ..proto::Interaction::default()
+    }
+}
+
+const OPEN_CHURN: &str = "gapwatch_alerts_open{kind=\"churn_risk\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_alerts_gauge_follows_an_alert_and_is_read_back_after_a_restart() {
+    use proto::alert_service_client::AlertServiceClient;
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(dir.path(), Telemetry::local(), true).await;
+    let admin = server.bound.admin.unwrap();
+    assert_eq!(sample(&scrape(admin).await, OPEN_CHURN), Some(0.0));
+
+    // A purchase, then a cancellation: the customer is at risk.
+    let mut ingest = server.ingest();
+    for (id, kind) in [
+        ("buy", proto::InteractionKind::Purchase),
+        ("cancel", proto::InteractionKind::Cancellation),
+    ] {
+        ingest
+            .record_interaction(proto::RecordInteractionRequest {
+                interaction: Some(interaction(id, "vip-1", kind)),
+            })
+            .await
+            .expect("accepted");
+    }
+    let fired = scrape(admin).await;
+    assert_eq!(sample(&fired, OPEN_CHURN), Some(1.0), "{fired}");
+    assert_eq!(
+        sample(&fired, "gapwatch_alerts_open{kind=\"gap_widening\"}"),
+        Some(0.0),
+        "{fired}"
+    );
+
+    // Acknowledged is still open.
+    let mut alerts = AlertServiceClient::new(server.channel.clone());
+    let open = alerts
+        .list_alerts(proto::ListAlertsRequest {
+            kinds: vec![proto::AlertKind::ChurnRisk as i32],
+            ..proto::ListAlertsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(open.len(), 1, "{open:?}");
+    alerts
+        .acknowledge_alert(proto::AcknowledgeAlertRequest {
+            id: open[0].id.clone(),
+            note: "called".into(),
+            rebaseline: false,
+        })
+        .await
+        .expect("acknowledged");
+    let acknowledged = scrape(admin).await;
+    assert_eq!(
+        sample(&acknowledged, OPEN_CHURN),
+        Some(1.0),
+        "{acknowledged}"
+    );
+    server.stop().await;
+
+    // The count is kept with the commits, not recounted from the log.
+    let server = Server::start(dir.path(), Telemetry::local(), true).await;
+    let restarted = scrape(server.bound.admin.unwrap()).await;
+    assert_eq!(sample(&restarted, OPEN_CHURN), Some(1.0), "{restarted}");
+    server.stop().await;
+}
