@@ -127,20 +127,37 @@ impl Subject {
     pub fn key(&self) -> String {
         match self {
             Self::Scope { .. } => self.as_scope().expect("a scope subject").key(),
-            Self::Customer { customer } => format!("churn\0{customer}"),
+            Self::Customer { customer } => nul_joined(&["churn", customer]),
             Self::Complaint {
                 customer,
                 case,
                 stage,
-            } => format!(
-                "overdue\0{customer}\0{case}\0{}",
+            } => nul_joined(&[
+                "overdue",
+                customer,
+                case,
                 match stage {
                     ComplaintStage::Response => "response",
                     ComplaintStage::Resolution => "resolution",
-                }
-            ),
+                },
+            ]),
         }
     }
+}
+
+/// `parts` joined by NUL, allocated once. Monitor keys are built for every
+/// monitor a commit loads and again when it is written: with `format!`,
+/// 8% of a unary writer's samples were in `core::fmt`.
+fn nul_joined(parts: &[&str]) -> String {
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut key = String::with_capacity(len);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push('\0');
+        }
+        key.push_str(part);
+    }
+    key
 }
 
 impl std::hash::Hash for Subject {
@@ -201,13 +218,12 @@ impl ScopeSubject<'_> {
 
     /// [`Subject::key`] of the subject it views.
     pub fn key(self) -> String {
-        format!(
-            "{}\0{}\0{}\0{}",
+        nul_joined(&[
             self.kind.tag(),
             self.scope,
             self.dimension.unwrap_or(""),
-            self.gap.map_or("", GapKind::tag)
-        )
+            self.gap.map_or("", GapKind::tag),
+        ])
     }
 
     /// Whether it views `subject`.
@@ -394,5 +410,24 @@ mod tests {
         };
         assert!(customer.as_scope().is_none());
         assert!(!view.views(&customer));
+    }
+
+    /// Monitor keys are stored: a change would orphan every monitor kept.
+    #[test]
+    fn customer_and_complaint_keys_keep_their_stored_form() {
+        let customer = Subject::Customer {
+            customer: "c-1".into(),
+        };
+        assert_eq!(customer.key(), "churn\0c-1");
+        let complaint = Subject::Complaint {
+            customer: "c-1".into(),
+            case: "k-9".into(),
+            stage: ComplaintStage::Resolution,
+        };
+        assert_eq!(complaint.key(), "overdue\0c-1\0k-9\0resolution");
+        assert_eq!(
+            Subject::parse_complaint_key(&complaint.key()),
+            Some(("c-1".into(), "k-9".into(), ComplaintStage::Resolution))
+        );
     }
 }
