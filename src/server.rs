@@ -157,7 +157,9 @@ pub async fn run_with_telemetry(
     // HTTP/1.1 and gRPC-Web too, so browser dashboards need no proxy.
     let server = builder
         .accept_http1(true)
-        .layer(crate::telemetry::rpc::RpcTraceLayer)
+        .layer(crate::telemetry::rpc::RpcTraceLayer::new(
+            telemetry.exporting(),
+        ))
         .layer(cors_layer(&config.server.cors_allowed_origins))
         .layer(crate::auth::AuthLayer::new(auth))
         .layer(tonic_web::GrpcWebLayer::new())

@@ -8,6 +8,12 @@
 //! carry the trace id (without an exporter, only a caller's). The status is
 //! the one of the response head: errors (trailers-only responses) are seen,
 //! a stream failing after its first message is not.
+//!
+//! Without an exporter the span only serves the logs, and is built only
+//! when it has something to give them: a caller's `traceparent` (its trace
+//! id), or a log filter that enables this module at DEBUG (the RPC name on
+//! every line). Built for every request, the log layer's formatting of its
+//! fields took 7.6% of the server's instructions per unary event.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,19 +26,39 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Wraps services in [`RpcTrace`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RpcTraceLayer;
+pub struct RpcTraceLayer {
+    /// Spans are exported: one for every request.
+    exporting: bool,
+}
+
+impl RpcTraceLayer {
+    pub fn new(exporting: bool) -> Self {
+        Self { exporting }
+    }
+}
 
 impl<S> tower::Layer<S> for RpcTraceLayer {
     type Service = RpcTrace<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcTrace { inner }
+        RpcTrace {
+            inner,
+            exporting: self.exporting,
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct RpcTrace<S> {
     inner: S,
+    exporting: bool,
+}
+
+/// Whether a request gets a span (see the module docs).
+fn wants_span<B>(exporting: bool, request: &http::Request<B>) -> bool {
+    exporting
+        || request.headers().contains_key("traceparent")
+        || tracing::enabled!(tracing::Level::DEBUG)
 }
 
 struct Headers<'a>(&'a http::HeaderMap);
@@ -118,6 +144,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !wants_span(self.exporting, &request) {
+            return Box::pin(self.inner.call(request));
+        }
         let span = request_span(&request);
         let future = span.in_scope(|| self.inner.call(request));
         let recorder = span.clone();
@@ -166,8 +195,46 @@ mod tests {
         }
     }
 
+    /// Held by every test here that sets a subscriber: callsite interest
+    /// is cached process-wide from the subscribers alive when it is
+    /// computed, so one test's catch-all subscriber can answer for another
+    /// test's `enabled!`.
+    static SUBSCRIBERS: Mutex<()> = Mutex::new(());
+
+    fn rpc_request(traceparent: bool) -> http::Request<()> {
+        let mut request = http::Request::builder().uri("/gapwatch.v1.IngestService/RecordSurvey");
+        if traceparent {
+            request = request.header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            );
+        }
+        request.body(()).unwrap()
+    }
+
+    #[test]
+    fn without_an_exporter_only_a_traced_request_or_debug_logging_gets_a_span() {
+        let _one_at_a_time = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
+        let logs_at = |level: &str| {
+            tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(tracing_subscriber::EnvFilter::new(level)),
+            )
+        };
+        tracing::subscriber::with_default(logs_at("info"), || {
+            assert!(!wants_span(false, &rpc_request(false)));
+            assert!(wants_span(false, &rpc_request(true)), "its trace id");
+            assert!(wants_span(true, &rpc_request(false)), "exported");
+        });
+        tracing::subscriber::with_default(logs_at("info,gapwatch::telemetry::rpc=debug"), || {
+            assert!(wants_span(false, &rpc_request(false)), "the RPC name");
+        });
+    }
+
     #[test]
     fn without_an_exporter_a_callers_trace_id_is_still_recorded_for_the_logs() {
+        let _one_at_a_time = SUBSCRIBERS.lock().unwrap_or_else(|e| e.into_inner());
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
