@@ -3,7 +3,8 @@
 //! - **Logs**: `tracing` with an env filter; human-readable by default, JSON
 //!   on request. Log lines inside an RPC carry its `trace_id` (a field of the
 //!   `rpc` span, so JSON lines list it under `span` / `spans`); without an
-//!   exporter, only the one of a caller's `traceparent`.
+//!   exporter, only the one of a caller's `traceparent` (an untraced request
+//!   then has no span, unless `gapwatch::telemetry::rpc` is at DEBUG).
 //! - **Traces** (built only when exporting): one span per RPC
 //!   ([`rpc::RpcTraceLayer`]) honouring an
 //!   incoming W3C `traceparent`, and `engine.batch` / `engine.commit` spans
