@@ -109,7 +109,7 @@ async fn ids_accepted_by_earlier_builds_are_still_duplicates() {
         // What an earlier build left: an id index entry per event.
         let store = Store::open(dir.path(), &config.store_options()).unwrap();
         let mut batch = WriteBatch::default();
-        batch.put_events(1, &[survey("old-1", "alice", 5)]).unwrap();
+        batch.put_events(1, vec![survey("old-1", "alice", 5)]);
         batch.put_legacy_event_id("old-1", 1).unwrap();
         store.commit(batch).unwrap();
     }
@@ -190,6 +190,62 @@ async fn a_clean_stop_checkpoints_the_write_ahead_log() {
     engine.shutdown().await;
     assert_eq!(store.wal_pending_bytes(), 0);
     assert_eq!(surveys(&store, "alice"), 3);
+}
+
+/// The event log's chunks are encoded on the commit thread, after the
+/// writer staged the commit: every accepted event is in the log under its
+/// sequence, and a restart continues after the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_holds_every_accepted_event_under_its_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000);
+    let store = Store::open(dir.path(), &config.store_options()).unwrap();
+    let engine = start(store.clone(), &config);
+    let handle = engine.handle();
+    // One commit of three, then single events: chunks of several sizes.
+    let batch: Vec<Event> = (0..3)
+        .map(|n| survey(&format!("b-{n}"), "bob", 3))
+        .collect();
+    let outcomes = handle.ingest(batch.clone()).await.unwrap();
+    assert!(matches!(
+        outcomes[..],
+        [
+            Outcome::Accepted(1),
+            Outcome::Accepted(2),
+            Outcome::Accepted(3)
+        ]
+    ));
+    assert_eq!(
+        one(&handle, survey("a-0", "alice", 4)).await,
+        ("accepted", 4)
+    );
+    assert_eq!(
+        one(&handle, survey("b-0", "bob", 3)).await,
+        ("duplicate", 1)
+    );
+    engine.shutdown().await;
+    for (seq, event) in (1..).zip(batch.iter().chain([&survey("a-0", "alice", 4)])) {
+        assert_eq!(
+            store.event(seq).unwrap().as_ref(),
+            Some(event),
+            "sequence {seq}"
+        );
+    }
+    assert_eq!(store.event(5).unwrap(), None, "a duplicate is not logged");
+    drop(store);
+
+    let store = Store::open(dir.path(), &config.store_options()).unwrap();
+    assert_eq!(store.last_sequence().unwrap(), 4);
+    let engine = start(store.clone(), &config);
+    assert_eq!(
+        one(&engine.handle(), survey("a-1", "alice", 5)).await,
+        ("accepted", 5)
+    );
+    engine.shutdown().await;
+    assert_eq!(
+        store.event(5).unwrap().map(|e| e.id),
+        Some("a-1".to_string())
+    );
 }
 
 fn cancellation(id: &str, customer: &str) -> Event {

@@ -354,7 +354,8 @@ impl<'a> Txn<'a> {
 
     /// Writes the working set into the batch.
     pub(super) fn finish(mut self) -> Result<Committed> {
-        self.batch.put_events(self.first_sequence, &self.accepted)?;
+        self.batch
+            .put_events(self.first_sequence, std::mem::take(&mut self.accepted));
         for (id, record) in &self.customers {
             self.batch.put_customer(id, Arc::clone(record));
         }
