@@ -206,6 +206,20 @@ pub struct ScopeSubject<'a> {
     pub gap: Option<GapKind>,
 }
 
+/// The owned subject a monitor is stored under, from what it was looked up
+/// by (the engine's monitor map inserts through these).
+impl From<&ScopeSubject<'_>> for Subject {
+    fn from(view: &ScopeSubject<'_>) -> Self {
+        view.to_subject()
+    }
+}
+
+impl From<&Subject> for Subject {
+    fn from(subject: &Subject) -> Self {
+        subject.clone()
+    }
+}
+
 impl ScopeSubject<'_> {
     pub fn to_subject(self) -> Subject {
         Subject::Scope {

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use hashbrown::hash_map::EntryRef;
+
 use super::rules::AlertSettings;
 use super::Map;
 use crate::domain::alert::{
@@ -27,25 +29,19 @@ struct Monitor {
 /// Monitors by subject, looked up by a [`Subject`] or a [`ScopeSubject`].
 type Monitors = hashbrown::HashMap<Subject, Monitor, foldhash::quality::RandomState>;
 
-/// What a monitor can be looked up by.
+/// What a monitor can be looked up by (and, by reference, turned into the
+/// owned subject it is stored under: see `Alerting::monitor`).
 trait MonitorKey: std::hash::Hash + hashbrown::Equivalent<Subject> {
-    fn to_subject(&self) -> Subject;
     fn storage_key(&self) -> String;
 }
 
 impl MonitorKey for Subject {
-    fn to_subject(&self) -> Subject {
-        self.clone()
-    }
     fn storage_key(&self) -> String {
         self.key()
     }
 }
 
 impl MonitorKey for ScopeSubject<'_> {
-    fn to_subject(&self) -> Subject {
-        ScopeSubject::to_subject(*self)
-    }
     fn storage_key(&self) -> String {
         self.key()
     }
@@ -109,16 +105,23 @@ impl<'a> Alerting<'a> {
     /// The subject's monitor, loaded into the working set on first use.
     /// By reference: most observations find it loaded, and then nothing
     /// is allocated.
-    fn monitor(&mut self, subject: &impl MonitorKey) -> Result<&mut Monitor> {
-        if !self.monitors.contains_key(subject) {
-            let state = self.store.monitor(&subject.storage_key())?;
-            let monitor = Monitor {
-                state: state.unwrap_or_default(),
-                dirty: false,
-            };
-            self.monitors.insert(subject.to_subject(), monitor);
+    /// One hash and probe per observation (a lookup, then a second one
+    /// to hand the monitor out, showed in the stream writer's profile).
+    fn monitor<K>(&mut self, subject: &K) -> Result<&mut Monitor>
+    where
+        K: MonitorKey,
+        for<'k> &'k K: Into<Subject>,
+    {
+        match self.monitors.entry_ref(subject) {
+            EntryRef::Occupied(entry) => Ok(entry.into_mut()),
+            EntryRef::Vacant(entry) => {
+                let state = self.store.monitor(&subject.storage_key())?;
+                Ok(entry.insert(Monitor {
+                    state: state.unwrap_or_default(),
+                    dirty: false,
+                }))
+            }
         }
-        Ok(self.monitors.get_mut(subject).expect("inserted above"))
     }
 
     fn latest_alert(&self, id: u64) -> Result<Option<Alert>> {
