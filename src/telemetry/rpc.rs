@@ -13,7 +13,7 @@
 //! when it has something to give them: a caller's `traceparent` (its trace
 //! id), or a log filter that enables this module at DEBUG (the RPC name on
 //! every line). Built for every request, the log layer's formatting of its
-//! fields took 7.6% of the server's instructions per unary event.
+//! fields took 10% of the server's user-space instructions per unary event.
 
 use std::future::Future;
 use std::pin::Pin;
