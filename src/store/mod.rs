@@ -546,8 +546,20 @@ impl Store {
     /// `applying`): `apply_batch` would hold sled's process-wide write lock,
     /// stalling the writer's reads meanwhile. The record is what makes the
     /// batch atomic across a crash.
+    ///
+    /// In key order: a commit's customer records come in the order their
+    /// events arrived, scattered over the tree; inserted in key order, the
+    /// path down the tree and its leaves stay in the CPU's caches (streams
+    /// +10% in alternating runs, for a sort that costs the commit thread 4%
+    /// more instructions). The sort is stable, so a later write of a key
+    /// still wins.
     fn apply_staged(&self, writes: &[(sled::IVec, Option<sled::IVec>)]) -> Result<()> {
-        for (key, value) in writes.iter().filter(|(key, _)| !applying::is_hot(key)) {
+        let mut cold: Vec<_> = writes
+            .iter()
+            .filter(|(key, _)| !applying::is_hot(key))
+            .collect();
+        cold.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in cold {
             match value {
                 Some(chunk) if key.first() == Some(&keys::EVENT) => {
                     self.tree.insert(key, append_chunk(&self.events, chunk)?)?
@@ -983,6 +995,35 @@ mod tests {
         let stored = store.tree.get(&key).unwrap().expect("in sled");
         let state: ScopeState = codec::decode_versioned(codec::SCOPE_VERSION, &stored).unwrap();
         assert_eq!(state.customer_count(), 7, "written before the checkpoint");
+    }
+
+    #[test]
+    fn a_commits_writes_reach_sled_with_the_last_write_of_a_key_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = Store::open(dir.path(), &options()).unwrap();
+        let pipelined = public.pipelined();
+        // Small (applied after the answer) and large (before it): the key
+        // `b` is written 50 times among keys on both sides of it.
+        for writes_per_key in [1, ANSWER_BEFORE_APPLY_MAX_WRITES / 40] {
+            let mut batch = WriteBatch::default();
+            for n in 1..=50 {
+                for other in ["c", "a"].into_iter().cycle().take(2 * writes_per_key) {
+                    batch.put_attribute_values(other, n).unwrap();
+                }
+                batch.put_attribute_values("b", n).unwrap();
+            }
+            pipelined
+                .commit_staged(pipelined.stage(batch), || ())
+                .unwrap();
+            for key in ["a", "b", "c"] {
+                let stored = public
+                    .tree
+                    .get(keys::with_prefix(keys::ATTRIBUTE_KEY, key))
+                    .unwrap()
+                    .map(|v| codec::decode::<u64>(&v).unwrap());
+                assert_eq!(stored, Some(50), "{key} after {writes_per_key} per key");
+            }
+        }
     }
 
     #[test]
