@@ -255,11 +255,11 @@ impl Writer {
         }
         let mut batch = self.store.stage(committed.batch);
         // Records and the event chunk are encoded by the commit thread,
-        // unless it is still busy
-        // with the commit before: then the writer would only wait for it,
-        // and encodes them itself. (With the writer the busier thread,
-        // encoding moves off it; with the commit thread the busier one, as
-        // with a million customers, it does not move onto it.)
+        // unless it is still busy with the commit before: then the writer
+        // would only wait for it, and encodes them itself. (With the writer
+        // the busier thread, encoding moves off it; with the commit thread
+        // the busier one, as with a million customers, it does not move
+        // onto it.)
         if self.committing.load(Ordering::Acquire) {
             if let Err(e) = batch.encode_deferred() {
                 let reason = self.failure.set(&e.into());

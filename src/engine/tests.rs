@@ -215,16 +215,15 @@ async fn the_event_log_holds_every_accepted_event_under_its_sequence() {
             Outcome::Accepted(3)
         ]
     ));
-    assert_eq!(
-        one(&handle, survey("a-0", "alice", 4)).await,
-        ("accepted", 4)
-    );
-    assert_eq!(
-        one(&handle, survey("b-0", "bob", 3)).await,
-        ("duplicate", 1)
-    );
+    let single = survey("a-0", "alice", 4);
+    for (event, expected) in [
+        (single.clone(), ("accepted", 4)),
+        (survey("b-0", "bob", 3), ("duplicate", 1)),
+    ] {
+        assert_eq!(one(&handle, event).await, expected);
+    }
     engine.shutdown().await;
-    for (seq, event) in (1..).zip(batch.iter().chain([&survey("a-0", "alice", 4)])) {
+    for (seq, event) in (1..).zip(batch.iter().chain([&single])) {
         assert_eq!(
             store.event(seq).unwrap().as_ref(),
             Some(event),
