@@ -3,7 +3,8 @@
 //! with the field path (`survey.csat`, `events[3].interaction.amount`) and a
 //! reason, so a producer can fix its payload in one round trip.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::fmt::{self, Display};
 
 use super::{
     Body, DimensionSpec, Event, Interaction, InteractionKind, Measure, Millis, Rating, Severity,
@@ -39,7 +40,9 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn fail(&mut self, field: &str, reason: impl Into<String>) {
+    /// `field` is formatted only here, once a violation is found: valid
+    /// events (nearly all of them) build no field paths.
+    fn fail(&mut self, field: impl Display, reason: impl Into<String>) {
         let field = if self.prefix.is_empty() {
             field.to_string()
         } else {
@@ -64,7 +67,13 @@ impl Checker<'_> {
         }
     }
 
-    fn int_range(&mut self, field: &str, value: Option<i32>, lo: i32, hi: i32) -> Option<u8> {
+    fn int_range(
+        &mut self,
+        field: impl Display,
+        value: Option<i32>,
+        lo: i32,
+        hi: i32,
+    ) -> Option<u8> {
         let v = value?;
         if (lo..=hi).contains(&v) {
             // lo..=hi is within 0..=10 for every scale, so this never truncates.
@@ -192,7 +201,7 @@ fn check_envelope(
                 format!("key `{key}` must match [a-z0-9_]{{1,32}}"),
             );
         } else if let Some(problem) = attribute_value_problem(value) {
-            c.fail(&format!("attributes[{key}]"), problem);
+            c.fail(format_args!("attributes[{key}]"), problem);
         }
     }
     let attributes = sorted
@@ -200,6 +209,18 @@ fn check_envelope(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     at.map(|at| (at, attributes))
+}
+
+/// `ratings[INDEX].NAME`, the path of one field of a rating.
+struct RatingField {
+    index: usize,
+    name: &'static str,
+}
+
+impl Display for RatingField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ratings[{}].{}", self.index, self.name)
+    }
 }
 
 /// Validates a survey response. `prefix` is the field path of the message
@@ -230,23 +251,27 @@ pub fn survey(
         repurchase: c.int_range("repurchase", s.repurchase, 0, 10),
         ratings: Vec::with_capacity(s.ratings.len()),
     };
-    let mut seen = HashSet::new();
+    // Only configured dimensions enter, so a scan stays short (and, unlike
+    // a hash set, allocates nothing for the usual handful of ratings).
+    let mut seen: Vec<&str> = Vec::new();
     for (i, r) in s.ratings.iter().enumerate() {
-        let field = |name: &str| format!("ratings[{i}].{name}");
+        let field = |name| RatingField { index: i, name };
         if !ctx.dimensions.contains_key(&r.dimension) {
             c.fail(
-                &field("dimension"),
+                field("dimension"),
                 format!("unknown dimension `{}`", r.dimension),
             );
-        } else if !seen.insert(r.dimension.as_str()) {
+        } else if seen.contains(&r.dimension.as_str()) {
             c.fail(
-                &field("dimension"),
+                field("dimension"),
                 format!("dimension `{}` rated twice", r.dimension),
             );
+        } else {
+            seen.push(&r.dimension);
         }
-        let expectation = c.int_range(&field("expectation"), Some(r.expectation), 1, 7);
-        let perception = c.int_range(&field("perception"), Some(r.perception), 1, 7);
-        let importance = c.int_range(&field("importance"), r.importance, 1, 7);
+        let expectation = c.int_range(field("expectation"), Some(r.expectation), 1, 7);
+        let perception = c.int_range(field("perception"), Some(r.perception), 1, 7);
+        let importance = c.int_range(field("importance"), r.importance, 1, 7);
         if let (Some(expectation), Some(perception)) = (expectation, perception) {
             body.ratings.push(Rating {
                 dimension: r.dimension.clone(),
