@@ -1123,19 +1123,68 @@ mod tests {
         let store = Store::open(written.path(), &without_checkpoints()).unwrap();
         commit_a_history(&store.pipelined());
         assert!(store.wal_pending_bytes() > 0);
-        // A data dir whose sled never saw the commits: only the log files.
-        let crashed = tempfile::tempdir().unwrap();
-        std::fs::create_dir(crashed.path().join("wal")).unwrap();
-        for generation in wal_files(written.path()) {
-            let from = wal::path(&written.path().join("wal"), generation);
-            let to = wal::path(&crashed.path().join("wal"), generation);
-            std::fs::copy(from, to).unwrap();
-        }
+        let crashed = dir_with_log(&log_copy(written.path()));
         let restored = Store::open(crashed.path(), &without_checkpoints()).unwrap();
         assert_history(&restored);
+        // The start handed the replayed files to the checkpoint thread;
+        // a close waits for it.
+        restored.close_wal().unwrap();
         assert_eq!(restored.wal_pending_bytes(), 0, "replayed, checkpointed");
         let generation = wal_files(crashed.path());
         assert_eq!(generation.len(), 1, "one new, empty file: {generation:?}");
+    }
+
+    /// The log files of `dir`, by generation, with their bytes.
+    fn log_copy(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        wal_files(dir)
+            .into_iter()
+            .map(|g| (g, std::fs::read(wal::path(&dir.join("wal"), g)).unwrap()))
+            .collect()
+    }
+
+    /// A data dir whose sled never saw anything: only these log files.
+    fn dir_with_log(files: &[(u64, Vec<u8>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("wal")).unwrap();
+        for (generation, bytes) in files {
+            std::fs::write(wal::path(&dir.path().join("wal"), *generation), bytes).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_crash_before_a_replay_is_checkpointed_replays_it_again_then_the_commits_after_it() {
+        let written = tempfile::tempdir().unwrap();
+        let store = Store::open(written.path(), &without_checkpoints()).unwrap();
+        commit_a_history(&store.pipelined());
+        let history = log_copy(written.path());
+        let crashed = dir_with_log(&history);
+        let after_replay = {
+            let store = Store::open(crashed.path(), &without_checkpoints()).unwrap();
+            store.commit(scope_batch("all", 9)).unwrap();
+            // The generation this commit went to, whatever the checkpoint
+            // of the replayed ones has done by now.
+            let newest = *wal_files(crashed.path()).last().unwrap();
+            let bytes = std::fs::read(wal::path(&crashed.path().join("wal"), newest)).unwrap();
+            assert!(!bytes.is_empty());
+            (newest, bytes)
+        };
+        assert!(
+            history.iter().all(|(g, _)| *g < after_replay.0),
+            "a start's commits go to a newer generation than it replayed"
+        );
+        // The worst crash: sled kept nothing, every file is left.
+        let mut files = history;
+        files.push(after_replay);
+        let store = Store::open(dir_with_log(&files).path(), &without_checkpoints()).unwrap();
+        assert_eq!(
+            customers_of(&store, "all"),
+            Some(9),
+            "the later commit last"
+        );
+        let alice = store.customer_record("alice").unwrap().expect("replayed");
+        assert_eq!(alice, record_with_churn_alert(7));
+        assert_eq!(customers_of(&store, "gone"), None);
     }
 
     #[test]

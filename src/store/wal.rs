@@ -9,7 +9,8 @@
 //! held back (the hot keys of `applying`), starts a new file (the next
 //! generation) and hands the full one over; once sled's flush returns,
 //! every write of that generation is durable in sled and its file is
-//! deleted. A start replays the files left, oldest first, then checkpoints.
+//! deleted. A start replays the files left, oldest first, and hands them
+//! to the checkpoint thread like any full generation.
 //!
 //! Why not sled's flush per commit: it waited for the device twice (the
 //! log's `sync_file_range`, then the `fdatasync` that makes it survive a
@@ -104,12 +105,6 @@ impl Wal {
         for (index, (_, path)) in files.iter().enumerate() {
             replayed += replay_file(path, apply, index + 1 == files.len())?;
         }
-        if !files.is_empty() {
-            flusher.flush()?;
-            for (_, path) in &files {
-                fs::remove_file(path)?;
-            }
-        }
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
@@ -118,8 +113,17 @@ impl Wal {
         }
         let generation = files.last().map_or(1, |(g, _)| g + 1);
         let file = create(&dir, generation, sync_to_device)?;
+        let checkpointer = Checkpointer::start(flusher, dir.clone());
+        if let Some((last, _)) = files.last() {
+            // The replayed files are checkpointed like any full generation,
+            // without waiting: a start after a crash serves before sled's
+            // flush of what it replayed (up to a second of commits). Until
+            // that checkpoint deletes them, a crash replays them again,
+            // before the newer generations, and replaying is idempotent.
+            checkpointer.request(*last)?;
+        }
         Ok(Self {
-            checkpointer: Checkpointer::start(flusher, dir.clone()),
+            checkpointer,
             dir,
             before_rotate,
             sync_to_device,
