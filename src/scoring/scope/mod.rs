@@ -228,7 +228,10 @@ impl ScopeState {
             self.intent.add(10.0 * f64::from(r), 1.0, at, h);
         }
         for r in &s.ratings {
-            dimension_stats(&mut self.dimensions, &r.dimension).rate(r, s.satisfaction, at, h);
+            self.dimensions
+                .entry(r.dimension.clone())
+                .or_default()
+                .rate(r, s.satisfaction, at, h);
         }
     }
 
@@ -240,7 +243,7 @@ impl ScopeState {
         }
         if let Some(d) = &i.dimension {
             if i.service.is_some() || i.promise.is_some() {
-                let stats = dimension_stats(&mut self.dimensions, d);
+                let stats = self.dimensions.entry(d.clone()).or_default();
                 if let Some(s) = i.service {
                     stats.service(s, i.at, h);
                 }
@@ -318,16 +321,4 @@ impl ScopeState {
             shortboard,
         }
     }
-}
-
-/// A dimension's statistics, created on its first use. The name is copied
-/// only then (`entry` would copy it for every rating of every scope).
-fn dimension_stats<'a>(
-    dimensions: &'a mut BTreeMap<String, DimStats>,
-    name: &str,
-) -> &'a mut DimStats {
-    if !dimensions.contains_key(name) {
-        dimensions.insert(name.to_owned(), DimStats::default());
-    }
-    dimensions.get_mut(name).expect("inserted above")
 }
