@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use hashbrown::hash_map::EntryRef;
 
 use super::rules::AlertSettings;
+use super::scope_monitors::{gap_slot, loaded, GapSlots, ScopeMonitors};
 use super::Map;
 use crate::domain::alert::{
     Alert, AlertKind, AlertSeverity, AlertState, ComplaintStage, GapKind, ScopeSubject, Subject,
@@ -21,37 +22,14 @@ use crate::scoring::response::advocacy_score;
 use crate::scoring::{CustomerReport, ScopeOp, ScopeState, Tier};
 use crate::store::{Store, WriteBatch};
 
-struct Monitor {
-    state: MonitorState,
-    dirty: bool,
+pub(super) struct Monitor {
+    pub(super) state: MonitorState,
+    pub(super) dirty: bool,
 }
 
-/// Monitors by subject, looked up by a [`Subject`] or a [`ScopeSubject`].
+/// Monitors of customers and complaints (and of any scope subject
+/// `ScopeMonitors` has no slot for), by subject.
 type Monitors = hashbrown::HashMap<Subject, Monitor, foldhash::quality::RandomState>;
-
-/// What a monitor can be looked up by (and, by reference, turned into the
-/// owned subject it is stored under: see `Alerting::monitor`).
-trait MonitorKey: std::hash::Hash + hashbrown::Equivalent<Subject> {
-    fn storage_key(&self) -> String;
-}
-
-impl MonitorKey for Subject {
-    fn storage_key(&self) -> String {
-        self.key()
-    }
-}
-
-impl MonitorKey for ScopeSubject<'_> {
-    fn storage_key(&self) -> String {
-        self.key()
-    }
-}
-
-impl hashbrown::Equivalent<Subject> for ScopeSubject<'_> {
-    fn equivalent(&self, subject: &Subject) -> bool {
-        self.views(subject)
-    }
-}
 
 /// What a transition reports besides its state.
 struct Reading {
@@ -65,65 +43,29 @@ struct Reading {
 pub(super) struct Alerting<'a> {
     store: &'a Store,
     settings: &'a AlertSettings,
-    /// Wall clock of this commit.
-    now: Millis,
-    next_sequence: u64,
+    transitions: Transitions<'a>,
     /// Keyed by subject: the storage key is only built to load and store.
     monitors: Monitors,
-    /// Latest transition of alerts changed in this commit.
-    latest: Map<u64, Alert>,
-    /// New transitions, in sequence order.
-    log: Vec<Alert>,
+    scope_monitors: ScopeMonitors,
     overdue_new: Vec<(Millis, String)>,
     overdue_done: Vec<Vec<u8>>,
     pruned: Vec<(Alert, bool)>,
     pruned_through: Option<u64>,
 }
 
-impl<'a> Alerting<'a> {
-    pub(super) fn new(
-        store: &'a Store,
-        settings: &'a AlertSettings,
-        now: Millis,
-        next_sequence: u64,
-    ) -> Self {
-        Self {
-            store,
-            settings,
-            now,
-            next_sequence,
-            monitors: Monitors::default(),
-            latest: Map::default(),
-            log: Vec::new(),
-            overdue_new: Vec::new(),
-            overdue_done: Vec::new(),
-            pruned: Vec::new(),
-            pruned_through: None,
-        }
-    }
+/// The transitions a commit writes, and the sequence they take.
+struct Transitions<'a> {
+    store: &'a Store,
+    /// Wall clock of this commit.
+    now: Millis,
+    next_sequence: u64,
+    /// Latest transition of alerts changed in this commit.
+    latest: Map<u64, Alert>,
+    /// New transitions, in sequence order.
+    log: Vec<Alert>,
+}
 
-    /// The subject's monitor, loaded into the working set on first use.
-    /// By reference: most observations find it loaded, and then nothing
-    /// is allocated.
-    /// One hash and probe per observation (a lookup, then a second one
-    /// to hand the monitor out, showed in the stream writer's profile).
-    fn monitor<K>(&mut self, subject: &K) -> Result<&mut Monitor>
-    where
-        K: MonitorKey,
-        for<'k> &'k K: Into<Subject>,
-    {
-        match self.monitors.entry_ref(subject) {
-            EntryRef::Occupied(entry) => Ok(entry.into_mut()),
-            EntryRef::Vacant(entry) => {
-                let state = self.store.monitor(&subject.storage_key())?;
-                Ok(entry.insert(Monitor {
-                    state: state.unwrap_or_default(),
-                    dirty: false,
-                }))
-            }
-        }
-    }
-
+impl Transitions<'_> {
     fn latest_alert(&self, id: u64) -> Result<Option<Alert>> {
         match self.latest.get(&id) {
             Some(a) => Ok(Some(a.clone())),
@@ -136,6 +78,12 @@ impl<'a> Alerting<'a> {
         self.log.push(alert);
     }
 
+    fn next(&mut self) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        sequence
+    }
+
     /// Writes a FIRING transition; returns the new alert's id.
     fn new_alert(
         &mut self,
@@ -144,8 +92,7 @@ impl<'a> Alerting<'a> {
         reading: Reading,
         message: String,
     ) -> u64 {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
+        let sequence = self.next();
         let dimension = match &subject {
             Subject::Scope { dimension, .. } => dimension.clone(),
             _ => None,
@@ -174,8 +121,7 @@ impl<'a> Alerting<'a> {
         let Some(mut alert) = self.latest_alert(id)? else {
             return Ok(());
         };
-        alert.sequence = self.next_sequence;
-        self.next_sequence += 1;
+        alert.sequence = self.next();
         alert.state = AlertState::Resolved;
         alert.value = reading.value.or(alert.value);
         alert.observations = reading.observations;
@@ -189,21 +135,19 @@ impl<'a> Alerting<'a> {
     /// Opens an alert on a monitored subject.
     fn open(
         &mut self,
+        monitor: &mut Monitor,
         subject: Subject,
         severity: AlertSeverity,
         reading: Reading,
         message: String,
-    ) -> Result<()> {
-        let id = self.new_alert(subject.clone(), severity, reading, message);
-        let monitor = self.monitor(&subject)?;
+    ) {
+        let id = self.new_alert(subject, severity, reading, message);
         monitor.state.open = Some(id);
         monitor.dirty = true;
-        Ok(())
     }
 
     /// Resolves the open alert of a monitored subject, if any.
-    fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
-        let monitor = self.monitor(&subject)?;
+    fn close(&mut self, monitor: &mut Monitor, reading: Reading, message: String) -> Result<()> {
         let Some(id) = monitor.state.open.take() else {
             return Ok(());
         };
@@ -214,13 +158,13 @@ impl<'a> Alerting<'a> {
     /// Feeds one observation of a CUSUM-monitored series.
     fn series(
         &mut self,
+        monitor: &mut Monitor,
         subject: ScopeSubject<'_>,
         x: f64,
         direction: Direction,
         params: &DetectorParams,
         at: Millis,
     ) -> Result<()> {
-        let monitor = self.monitor(&subject)?;
         if !matches!(monitor.state.detector, Detector::Cusum(_)) {
             monitor.state.detector = Detector::Cusum(Cusum::default());
         }
@@ -240,32 +184,30 @@ impl<'a> Alerting<'a> {
         match signal {
             Some(Signal::Fired) if !open => {
                 let message = describe_change(subject, &reading, true);
-                self.open(
-                    subject.to_subject(),
-                    AlertSeverity::Warning,
-                    reading,
-                    message,
-                )
+                let severity = AlertSeverity::Warning;
+                self.open(monitor, subject.to_subject(), severity, reading, message);
+                Ok(())
             }
             Some(Signal::Resolved) if open => {
                 let message = describe_change(subject, &reading, false);
-                self.close(subject.to_subject(), reading, message)
+                self.close(monitor, reading, message)
             }
             _ => Ok(()),
         }
     }
 
     /// Checks a derived gap against its threshold.
+    #[allow(clippy::too_many_arguments)]
     fn level(
         &mut self,
+        monitor: &mut Monitor,
         subject: ScopeSubject<'_>,
         value: f64,
         threshold: f64,
+        fraction: f64,
         count: u64,
         at: Millis,
     ) -> Result<()> {
-        let fraction = self.settings.resolve_fraction;
-        let monitor = self.monitor(&subject)?;
         if !matches!(monitor.state.detector, Detector::Level(_)) {
             monitor.state.detector = Detector::Level(LevelMonitor::default());
         }
@@ -291,26 +233,150 @@ impl<'a> Alerting<'a> {
                 let message = format!(
                     "{dimension} {gap} gap in {scope} reached {value:.2} points (threshold {threshold})"
                 );
-                self.open(
-                    subject.to_subject(),
-                    AlertSeverity::Warning,
-                    reading,
-                    message,
-                )
+                let severity = AlertSeverity::Warning;
+                self.open(monitor, subject.to_subject(), severity, reading, message);
+                Ok(())
             }
             Some(Signal::Resolved) if open => {
                 let message = format!(
                     "{dimension} {gap} gap in {scope} back to {value:.2} points (below {:.2})",
                     threshold * fraction
                 );
-                self.close(subject.to_subject(), reading, message)
+                self.close(monitor, reading, message)
             }
             _ => Ok(()),
         }
     }
+}
+
+/// A scope's state after an op, read for a dimension's derived gaps.
+struct Derived<'s> {
+    store: &'s Store,
+    scope: &'s str,
+    state: &'s ScopeState,
+}
+
+impl Derived<'_> {
+    /// Checks the understanding, procedure and perception gaps of `spec`'s
+    /// dimension (whose monitors are `gaps`).
+    fn check(
+        self,
+        log: &mut Transitions,
+        s: &AlertSettings,
+        gaps: &mut GapSlots,
+        spec: &DimensionSpec,
+        at: Millis,
+    ) -> Result<()> {
+        let Some(derived) = self.state.derived_gaps(spec) else {
+            return Ok(());
+        };
+        if derived.rating_count < s.derived_min_ratings {
+            return Ok(());
+        }
+        for (gap, value, threshold) in [
+            (
+                GapKind::Understanding,
+                derived.understanding,
+                s.understanding_threshold,
+            ),
+            (GapKind::Procedure, derived.procedure, s.procedure_threshold),
+            (
+                GapKind::Perception,
+                derived.perception,
+                s.perception_threshold,
+            ),
+        ] {
+            if let Some(value) = value {
+                let subject = ScopeSubject {
+                    kind: AlertKind::GapWidening,
+                    scope: self.scope,
+                    dimension: Some(&spec.name),
+                    gap: Some(gap),
+                };
+                let monitor = loaded(&mut gaps[gap_slot(gap)], self.store, &subject)?;
+                let (fraction, count) = (s.resolve_fraction, derived.rating_count);
+                log.level(monitor, subject, value, threshold, fraction, count, at)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Alerting<'a> {
+    pub(super) fn new(
+        store: &'a Store,
+        settings: &'a AlertSettings,
+        now: Millis,
+        next_sequence: u64,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            transitions: Transitions {
+                store,
+                now,
+                next_sequence,
+                latest: Map::default(),
+                log: Vec::new(),
+            },
+            monitors: Monitors::default(),
+            scope_monitors: ScopeMonitors::default(),
+            overdue_new: Vec::new(),
+            overdue_done: Vec::new(),
+            pruned: Vec::new(),
+            pruned_through: None,
+        }
+    }
+
+    /// The subject's monitor, loaded into the working set on first use.
+    fn monitor(&mut self, subject: &Subject) -> Result<&mut Monitor> {
+        if let Some(view) = subject.as_scope() {
+            if let Some(slot) = self.scope_monitors.slot(&view) {
+                return loaded(slot, self.store, &view);
+            }
+        }
+        match self.monitors.entry_ref(subject) {
+            EntryRef::Occupied(entry) => Ok(entry.into_mut()),
+            EntryRef::Vacant(entry) => {
+                let state = self.store.monitor(&subject.key())?;
+                Ok(entry.insert(Monitor {
+                    state: state.unwrap_or_default(),
+                    dirty: false,
+                }))
+            }
+        }
+    }
+
+    /// Opens an alert on a monitored subject.
+    fn open(
+        &mut self,
+        subject: Subject,
+        severity: AlertSeverity,
+        reading: Reading,
+        message: String,
+    ) -> Result<()> {
+        // Split borrows: the monitor is in `self`, the log too.
+        let id = self
+            .transitions
+            .new_alert(subject.clone(), severity, reading, message);
+        let monitor = self.monitor(&subject)?;
+        monitor.state.open = Some(id);
+        monitor.dirty = true;
+        Ok(())
+    }
+
+    /// Resolves the open alert of a monitored subject, if any.
+    fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
+        let monitor = self.monitor(&subject)?;
+        let Some(id) = monitor.state.open.take() else {
+            return Ok(());
+        };
+        monitor.dirty = true;
+        self.transitions.resolve_alert(id, reading, message)
+    }
 
     /// The monitors an event's own op feeds in one scope; `state` is the
-    /// scope after the op was applied.
+    /// scope after the op.
     pub(super) fn scope_op(
         &mut self,
         scope: &str,
@@ -318,7 +384,7 @@ impl<'a> Alerting<'a> {
         op: &ScopeOp,
         dimensions: &BTreeMap<String, DimensionSpec>,
     ) -> Result<()> {
-        let s = self.settings;
+        let (store, s, log) = (self.store, self.settings, &mut self.transitions);
         let subject = |kind, dimension, gap| ScopeSubject {
             kind,
             scope,
@@ -327,25 +393,33 @@ impl<'a> Alerting<'a> {
         };
         match op {
             ScopeOp::Survey(f) => {
+                let slots = self.scope_monitors.scope(scope);
                 if let Some(sat) = f.satisfaction {
                     let subj = subject(AlertKind::SatisfactionDrop, None, None);
-                    self.series(subj, sat, Direction::Down, &s.satisfaction_drop, f.at)?;
+                    let monitor = loaded(&mut slots.satisfaction, store, &subj)?;
+                    let params = &s.satisfaction_drop;
+                    log.series(monitor, subj, sat, Direction::Down, params, f.at)?;
                 }
                 if let Some(nps) = f.nps {
                     let subj = subject(AlertKind::LoyaltyDrop, None, None);
+                    let monitor = loaded(&mut slots.loyalty, store, &subj)?;
                     let x = advocacy_score(nps);
-                    self.series(subj, x, Direction::Down, &s.loyalty_drop, f.at)?;
+                    log.series(monitor, subj, x, Direction::Down, &s.loyalty_drop, f.at)?;
                 }
                 for r in &f.ratings {
+                    let gaps = slots.gaps(&r.dimension);
                     let gap = f64::from(r.expectation) - f64::from(r.perception);
-                    let subj = subject(
-                        AlertKind::GapWidening,
-                        Some(&r.dimension),
-                        Some(GapKind::Total),
-                    );
-                    self.series(subj, gap, Direction::Up, &s.gap_widening, f.at)?;
+                    let total = GapKind::Total;
+                    let subj = subject(AlertKind::GapWidening, Some(&r.dimension), Some(total));
+                    let monitor = loaded(&mut gaps[gap_slot(total)], store, &subj)?;
+                    log.series(monitor, subj, gap, Direction::Up, &s.gap_widening, f.at)?;
                     if let Some(spec) = dimensions.get(&r.dimension) {
-                        self.derived(scope, state, spec, f.at)?;
+                        Derived {
+                            store,
+                            scope,
+                            state,
+                        }
+                        .check(log, s, gaps, spec, f.at)?;
                     }
                 }
             }
@@ -353,65 +427,35 @@ impl<'a> Alerting<'a> {
                 let Some(dimension) = f.dimension.as_deref() else {
                     return Ok(());
                 };
+                if f.service.is_none() && f.promise.is_none() {
+                    return Ok(());
+                }
+                let gaps = self.scope_monitors.scope(scope).gaps(dimension);
                 if let Some(short) = f.service {
-                    let subj = subject(
-                        AlertKind::GapWidening,
-                        Some(dimension),
-                        Some(GapKind::Behavior),
-                    );
-                    self.series(subj, short.relative, Direction::Up, &s.shortfall, f.at)?;
+                    let behavior = GapKind::Behavior;
+                    let subj = subject(AlertKind::GapWidening, Some(dimension), Some(behavior));
+                    let monitor = loaded(&mut gaps[gap_slot(behavior)], store, &subj)?;
+                    let x = short.relative;
+                    log.series(monitor, subj, x, Direction::Up, &s.shortfall, f.at)?;
                     // The perception gap depends on the behavior rate.
                     if let Some(spec) = dimensions.get(dimension) {
-                        self.derived(scope, state, spec, f.at)?;
+                        Derived {
+                            store,
+                            scope,
+                            state,
+                        }
+                        .check(log, s, gaps, spec, f.at)?;
                     }
                 }
                 if let Some(short) = f.promise {
-                    let subj = subject(
-                        AlertKind::GapWidening,
-                        Some(dimension),
-                        Some(GapKind::Promotion),
-                    );
-                    self.series(subj, short.relative, Direction::Up, &s.shortfall, f.at)?;
+                    let promotion = GapKind::Promotion;
+                    let subj = subject(AlertKind::GapWidening, Some(dimension), Some(promotion));
+                    let monitor = loaded(&mut gaps[gap_slot(promotion)], store, &subj)?;
+                    let x = short.relative;
+                    log.series(monitor, subj, x, Direction::Up, &s.shortfall, f.at)?;
                 }
             }
             _ => {}
-        }
-        Ok(())
-    }
-
-    /// Understanding, procedure and perception gaps of one dimension.
-    fn derived(
-        &mut self,
-        scope: &str,
-        state: &ScopeState,
-        spec: &DimensionSpec,
-        at: Millis,
-    ) -> Result<()> {
-        let Some(gaps) = state.derived_gaps(spec) else {
-            return Ok(());
-        };
-        if gaps.rating_count < self.settings.derived_min_ratings {
-            return Ok(());
-        }
-        let s = self.settings;
-        for (gap, value, threshold) in [
-            (
-                GapKind::Understanding,
-                gaps.understanding,
-                s.understanding_threshold,
-            ),
-            (GapKind::Procedure, gaps.procedure, s.procedure_threshold),
-            (GapKind::Perception, gaps.perception, s.perception_threshold),
-        ] {
-            if let Some(value) = value {
-                let subject = ScopeSubject {
-                    kind: AlertKind::GapWidening,
-                    scope,
-                    dimension: Some(&spec.name),
-                    gap: Some(gap),
-                };
-                self.level(subject, value, threshold, gaps.rating_count, at)?;
-            }
         }
         Ok(())
     }
@@ -464,13 +508,16 @@ impl<'a> Alerting<'a> {
                 };
                 let who = if vip { "VIP customer" } else { "customer" };
                 let message = format!("{who} {customer} is at risk of churning ({why})");
-                *open = Some(self.new_alert(subject, severity, reading, message));
+                *open = Some(
+                    self.transitions
+                        .new_alert(subject, severity, reading, message),
+                );
                 Ok(())
             }
             Some(id) => {
                 *open = None;
                 let message = format!("customer {customer} is no longer at risk ({loyalty})");
-                self.resolve_alert(id, reading, message)
+                self.transitions.resolve_alert(id, reading, message)
             }
         }
     }
@@ -519,7 +566,7 @@ impl<'a> Alerting<'a> {
                     self.close(subject, reading, message)?;
                 }
             } else if opened_now {
-                let due = deadline.max(self.now.saturating_add(grace));
+                let due = deadline.max(self.transitions.now.saturating_add(grace));
                 self.overdue_new.push((due, subject.key()));
             }
         }
@@ -552,7 +599,7 @@ impl<'a> Alerting<'a> {
         if done || self.monitor(&subject)?.state.open.is_some() {
             return Ok(());
         }
-        let late_hours = (self.now - deadline) as f64 / MILLIS_PER_HOUR;
+        let late_hours = (self.transitions.now - deadline) as f64 / MILLIS_PER_HOUR;
         let sla_hours = (deadline - view.opened_at) as f64 / MILLIS_PER_HOUR;
         let severity = match view.severity {
             Severity::Major => AlertSeverity::Critical,
@@ -574,7 +621,7 @@ impl<'a> Alerting<'a> {
 
     /// Acknowledges an open alert; `rebaseline` makes its detector relearn.
     pub(super) fn acknowledge(&mut self, id: u64, note: String, rebaseline: bool) -> Result<Alert> {
-        let Some(mut alert) = self.latest_alert(id)? else {
+        let Some(mut alert) = self.transitions.latest_alert(id)? else {
             return Err(Error::NotFound(format!(
                 "no alert {id} (unknown or past retention)"
             )));
@@ -595,18 +642,20 @@ impl<'a> Alerting<'a> {
                 Detector::Condition => {}
             }
         }
-        alert.sequence = self.next_sequence;
-        self.next_sequence += 1;
+        alert.sequence = self.transitions.next();
         alert.state = AlertState::Acknowledged;
         alert.note = note;
-        alert.updated_at = self.now;
-        self.push(alert.clone());
+        alert.updated_at = self.transitions.now;
+        self.transitions.push(alert.clone());
         Ok(alert)
     }
 
     /// Retention: drops log transitions committed before the cutoff.
     pub(super) fn prune(&mut self, limit: usize) -> Result<()> {
-        let cutoff = self.now.saturating_sub(self.settings.retention_ms());
+        let cutoff = self
+            .transitions
+            .now
+            .saturating_sub(self.settings.retention_ms());
         for old in self.store.alert_transitions_before(cutoff, limit)? {
             // A resolved alert whose last transition leaves the log is
             // forgotten; an open one stays listable.
@@ -625,13 +674,22 @@ impl<'a> Alerting<'a> {
                 batch.put_monitor(&subject.key(), &monitor.state)?;
             }
         }
+        self.scope_monitors.try_for_each(|subject, monitor| {
+            if monitor.dirty {
+                batch.put_monitor(&subject.key(), &monitor.state)?;
+            }
+            Ok(())
+        })?;
         for (old, forget) in &self.pruned {
             batch.prune_alert(old, *forget);
         }
         if let Some(seq) = self.pruned_through {
             batch.put_alerts_pruned_through(seq)?;
         }
-        for alert in &self.log {
+        let Transitions {
+            log, next_sequence, ..
+        } = self.transitions;
+        for alert in &log {
             batch.put_alert(alert)?;
         }
         for raw in self.overdue_done {
@@ -640,7 +698,7 @@ impl<'a> Alerting<'a> {
         for (due, key) in &self.overdue_new {
             batch.put_overdue(*due, key);
         }
-        Ok((self.log, self.next_sequence))
+        Ok((log, next_sequence))
     }
 }
 
@@ -694,50 +752,45 @@ fn describe_change(subject: ScopeSubject<'_>, r: &Reading, fired: bool) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreOptions;
 
+    /// An acknowledgement finds its alert's subject by `Subject`, an
+    /// observation by its scope's slots: in one commit both must reach the
+    /// same monitor, or the later write of its key would undo the other.
     #[test]
-    fn monitors_are_found_by_a_borrowed_scope_subject() {
-        let view = ScopeSubject {
-            kind: AlertKind::GapWidening,
-            scope: "all",
-            dimension: Some("speed"),
-            gap: Some(GapKind::Behavior),
+    fn a_subject_lookup_finds_the_monitor_its_scope_feeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            cache_capacity: 1 << 20,
+            half_life_ms: crate::scoring::Params::default().half_life_ms(),
+            sync_to_device: false,
+            checkpoint_interval: std::time::Duration::from_secs(1),
         };
-        let mut monitors = Monitors::default();
-        let monitor = Monitor {
-            state: MonitorState::default(),
-            dirty: true,
-        };
-        monitors.insert(view.to_subject(), monitor);
-        monitors.insert(
-            Subject::Customer {
-                customer: "all".into(),
-            },
-            Monitor {
-                state: MonitorState::default(),
-                dirty: false,
-            },
-        );
-        assert!(monitors.get(&view).is_some_and(|m| m.dirty));
-        for other in [
-            ScopeSubject {
-                scope: "region=east",
-                ..view
-            },
-            ScopeSubject {
-                dimension: None,
-                ..view
-            },
-            ScopeSubject {
-                gap: Some(GapKind::Total),
-                ..view
-            },
+        let store = Store::open(dir.path(), &options).unwrap();
+        let settings = AlertSettings::default();
+        let mut alerting = Alerting::new(&store, &settings, 0, 1);
+        for (n, view) in [
             ScopeSubject {
                 kind: AlertKind::SatisfactionDrop,
-                ..view
+                scope: "all",
+                dimension: None,
+                gap: None,
             },
-        ] {
-            assert!(monitors.get(&other).is_none(), "{other:?}");
+            ScopeSubject {
+                kind: AlertKind::GapWidening,
+                scope: "region=east",
+                dimension: Some("speed"),
+                gap: Some(GapKind::Perception),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let slot = alerting.scope_monitors.slot(&view).expect("indexed");
+            loaded(slot, &store, &view).unwrap().state.open = Some(n as u64 + 7);
+            let monitor = alerting.monitor(&view.to_subject()).unwrap();
+            assert_eq!(monitor.state.open, Some(n as u64 + 7), "{view:?}");
         }
+        assert!(alerting.monitors.is_empty(), "no second copy");
     }
 }

@@ -9,6 +9,7 @@ mod cache;
 mod commit;
 mod feed;
 pub mod rules;
+mod scope_monitors;
 mod txn;
 
 pub use feed::AlertFeed;
