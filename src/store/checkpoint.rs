@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::device_sync::DeviceSync;
 use super::events::EventFiles;
-use super::{wal, Result, StoreError};
+use super::{spare, wal, Result, StoreError};
 
 /// sled's flush, wrapped (with `sync_to_device`) in the device syncs of
 /// `device_sync`, after the event files' sync (sled's references to chunks
@@ -57,10 +57,12 @@ impl Flusher {
     }
 }
 
-/// Checkpoint generations up to `through`; answer on `done` when asked.
+/// Checkpoint generations up to `through`; answer on `done` when asked;
+/// then fill a spare of `spare` bytes for a later generation.
 struct Request {
     through: u64,
     done: Option<mpsc::SyncSender<Result<()>>>,
+    spare: Option<u64>,
 }
 
 /// The checkpoint thread, seen from the log.
@@ -88,6 +90,13 @@ impl Checkpointer {
                         if let Err(e) = &outcome {
                             tracing::error!(error = %e, "checkpoint failed; refusing further commits");
                             let _ = failed.set(e.to_string());
+                        }
+                        if let (Ok(()), Some(bytes)) = (&outcome, request.spare) {
+                            // Without one, the next generation is appended
+                            // to as a new file: slower syncs, same records.
+                            if let Err(e) = spare::prepare(&dir, bytes) {
+                                tracing::warn!(error = %e, "could not prepare a spare log file");
+                            }
                         }
                         busy.store(false, Ordering::Release);
                         if let Some(done) = request.done {
@@ -118,12 +127,14 @@ impl Checkpointer {
         !self.busy.load(Ordering::Acquire)
     }
 
-    /// Hands generations up to `through` over, without waiting.
-    pub(super) fn request(&self, through: u64) -> Result<()> {
+    /// Hands generations up to `through` over, without waiting; then a
+    /// spare of `spare` bytes is prepared.
+    pub(super) fn request(&self, through: u64, spare: Option<u64>) -> Result<()> {
         self.busy.store(true, Ordering::Release);
         self.send(Request {
             through,
             done: None,
+            spare,
         })
     }
 
@@ -134,6 +145,7 @@ impl Checkpointer {
         self.send(Request {
             through,
             done: Some(done),
+            spare: None,
         })?;
         outcome.recv().unwrap_or_else(|_| Err(stopped()))
     }

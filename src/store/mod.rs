@@ -20,6 +20,7 @@ mod framed;
 mod journal;
 pub mod keys;
 mod record;
+mod spare;
 mod wal;
 
 use std::collections::HashMap;

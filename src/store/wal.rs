@@ -29,14 +29,15 @@
 //! stops there. Damage anywhere else is refused, not skipped.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::checkpoint::{Checkpointer, Flusher};
 use super::framed::{self, HEADER};
-use super::{journal, Result, StoreError};
+use super::{journal, spare, Result, StoreError};
 
 /// A file this large is checkpointed before its interval is up, which bounds
 /// what a start after a crash replays.
@@ -59,9 +60,12 @@ pub(super) struct Wal {
 
 /// The file being appended to.
 struct Active {
+    /// Written at `bytes`, not appended to: it may be a spare, zeros
+    /// already (see `spare`).
     file: File,
     generation: u64,
     bytes: u64,
+    commits: u64,
     opened: Instant,
     /// The record being written, kept for the next one: a large commit's
     /// record is megabytes, which a fresh allocation would fault in anew.
@@ -100,6 +104,7 @@ impl Wal {
                 File::open(data_dir)?.sync_all()?;
             }
         }
+        spare::clear_unfinished(&dir)?;
         let files = generations(&dir)?;
         let mut replayed = 0;
         for (index, (_, path)) in files.iter().enumerate() {
@@ -120,7 +125,7 @@ impl Wal {
             // flush of what it replayed (up to a second of commits). Until
             // that checkpoint deletes them, a crash replays them again,
             // before the newer generations, and replaying is idempotent.
-            checkpointer.request(*last)?;
+            checkpointer.request(*last, None)?;
         }
         Ok(Self {
             checkpointer,
@@ -132,6 +137,7 @@ impl Wal {
                 file,
                 generation,
                 bytes: 0,
+                commits: 0,
                 opened: Instant::now(),
                 buffer: Vec::new(),
                 failed: None,
@@ -158,7 +164,7 @@ impl Wal {
         active.check()?;
         self.checkpointer.check()?;
         record_into(writes, &mut active.buffer);
-        let written = active.file.write_all(&active.buffer);
+        let written = active.file.write_all_at(&active.buffer, active.bytes);
         let synced = written.and_then(|()| match self.sync_to_device {
             true => active.file.sync_data(),
             false => Ok(()),
@@ -168,10 +174,15 @@ impl Wal {
             return Err(e);
         }
         active.bytes += active.buffer.len() as u64;
+        active.commits += 1;
         let due = active.bytes >= MAX_FILE_BYTES || active.opened.elapsed() >= self.interval;
         if due && self.checkpointer.idle() {
-            let full = self.rotate(active)?;
-            self.checkpointer.request(full)?;
+            let spare = match self.sync_to_device {
+                true => spare::size_after(active.bytes, active.commits),
+                false => None,
+            };
+            let full = self.rotate(active, true)?;
+            self.checkpointer.request(full, spare)?;
         }
         Ok(())
     }
@@ -187,17 +198,33 @@ impl Wal {
             drop(active);
             return self.checkpointer.wait(previous);
         }
-        let full = self.rotate(&mut active)?;
+        // A stop: the file started now holds nothing, and a start reads
+        // every file, so it is not made from a spare.
+        let full = self.rotate(&mut active, false)?;
         drop(active);
         self.checkpointer.wait(full)
     }
 
-    /// Starts the next generation; returns the one just filled.
-    fn rotate(&self, active: &mut Active) -> Result<u64> {
+    /// Starts the next generation (over a spare, if `spare` and one is
+    /// ready); returns the one just filled.
+    fn rotate(&self, active: &mut Active, spare: bool) -> Result<u64> {
         (self.before_rotate)()?;
         let next = active.generation + 1;
-        active.file = create(&self.dir, next, self.sync_to_device)?;
+        let spare = match spare {
+            true => spare::take(&self.dir, &path(&self.dir, next))?,
+            false => None,
+        };
+        active.file = match spare {
+            Some(file) => {
+                if self.sync_to_device {
+                    File::open(&self.dir)?.sync_all()?;
+                }
+                file
+            }
+            None => create(&self.dir, next, self.sync_to_device)?,
+        };
         active.bytes = 0;
+        active.commits = 0;
         active.opened = Instant::now();
         Ok(std::mem::replace(&mut active.generation, next))
     }
@@ -236,6 +263,10 @@ fn replay_file(
     let mut records = 0;
     while at < bytes.len() {
         let Some(record) = framed::read(&bytes, at) else {
+            if bytes[at..].iter().all(|&b| b == 0) {
+                // The unwritten rest of a file written over a spare.
+                break;
+            }
             if newest {
                 tracing::warn!(
                     file = %path.display(),
@@ -271,7 +302,7 @@ pub(super) fn generations(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 fn create(dir: &Path, generation: u64, sync_to_device: bool) -> Result<File> {
     let file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(path(dir, generation))?;
     if sync_to_device {
         File::open(dir)?.sync_all()?;
@@ -313,26 +344,35 @@ mod tests {
         assert!(read_record(&[0u8; 64], 0).is_none(), "zeros are no record");
     }
 
+    /// A log in `data_dir` (with a sled and event files of its own), its
+    /// replayed writes handed to `apply`.
+    fn open_wal(
+        data_dir: &Path,
+        interval: Duration,
+        apply: &mut dyn FnMut(Vec<(sled::IVec, Option<sled::IVec>)>) -> Result<()>,
+    ) -> Wal {
+        let db = sled::Config::new()
+            .path(data_dir.join("sled"))
+            .open()
+            .unwrap();
+        let events = super::super::events::EventFiles::open(data_dir, false, 1 << 20);
+        let flusher = Arc::new(Flusher::new(db, Arc::new(events.unwrap()), None));
+        Wal::open(
+            data_dir,
+            apply,
+            flusher,
+            false,
+            interval,
+            Box::new(|| Ok(())),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn after_a_failed_commit_nothing_is_appended_or_rotated() {
         let data_dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(data_dir.path().join("sled"))
-            .open()
-            .unwrap();
-        let events = super::super::events::EventFiles::open(data_dir.path(), false, 1 << 20);
-        let flusher = Arc::new(Flusher::new(db.clone(), Arc::new(events.unwrap()), None));
         let hour = Duration::from_secs(3_600);
-        let mut apply = |_| Ok(());
-        let wal = Wal::open(
-            data_dir.path(),
-            &mut apply,
-            flusher,
-            false,
-            hour,
-            Box::new(|| Ok(())),
-        )
-        .unwrap();
+        let wal = open_wal(data_dir.path(), hour, &mut |_| Ok(()));
         let writes = [(sled::IVec::from(&b"k"[..]), None)];
         wal.commit(&writes, || Ok(())).unwrap();
         let failed = wal.commit(&writes, || Err(StoreError::Codec("apply".into())));
@@ -365,5 +405,76 @@ mod tests {
             .collect();
         assert_eq!(listed, [2, 9, 10]);
         assert!(create(dir.path(), 9, false).is_err(), "never reused");
+    }
+
+    type Written = Vec<(sled::IVec, Option<sled::IVec>)>;
+
+    fn one_write(key: &[u8]) -> Written {
+        vec![(sled::IVec::from(key), Some(sled::IVec::from(&b"v"[..])))]
+    }
+
+    fn record_of(writes: &Written) -> Vec<u8> {
+        let mut record = Vec::new();
+        record_into(writes, &mut record);
+        record
+    }
+
+    /// What a replay of `bytes` as the newest file or an older one gives.
+    fn replayed(bytes: &[u8], newest: bool) -> Result<Vec<Written>> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("1.wal");
+        fs::write(&file, bytes).unwrap();
+        let mut writes = Vec::new();
+        replay_file(&file, &mut |w| Ok(writes.push(w)), newest)?;
+        Ok(writes)
+    }
+
+    #[test]
+    fn zeros_end_any_file_and_a_record_cut_before_them_only_the_newest() {
+        let (first, second) = (one_write(b"a"), one_write(b"b"));
+        let zeros = vec![0u8; 4096];
+        let whole = [record_of(&first), record_of(&second), zeros.clone()].concat();
+        for newest in [true, false] {
+            let writes = replayed(&whole, newest).unwrap();
+            assert_eq!(writes, [first.clone(), second.clone()], "newest: {newest}");
+        }
+        // A spare written over, and a crash in the middle of a record.
+        let second_record = record_of(&second);
+        let cut = &second_record[..second_record.len() - 2];
+        let torn = [record_of(&first), cut.to_vec(), zeros].concat();
+        assert_eq!(replayed(&torn, true).unwrap(), [first]);
+        assert!(replayed(&torn, false).is_err(), "damage in an older file");
+    }
+
+    #[test]
+    fn a_generation_started_over_a_spare_is_written_from_its_start_and_replayed() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let dir = data_dir.path().join("wal");
+        let (first, second) = (one_write(b"a"), one_write(b"b"));
+        {
+            let mut wal = open_wal(data_dir.path(), Duration::ZERO, &mut |_| Ok(()));
+            spare::prepare(&dir, 2 << 20).unwrap();
+            // Due at once: generation 2 starts over the spare.
+            wal.commit(&first, || Ok(())).unwrap();
+            wal.interval = Duration::from_secs(3_600);
+            wal.checkpointer.wait(1).unwrap();
+            assert_eq!(
+                generations(&dir).unwrap().len(),
+                1,
+                "generation 1 checkpointed"
+            );
+            assert_eq!(
+                fs::metadata(path(&dir, 2)).unwrap().len(),
+                2 << 20,
+                "the spare"
+            );
+            wal.commit(&second, || Ok(())).unwrap();
+        }
+        let bytes = fs::read(path(&dir, 2)).unwrap();
+        assert_eq!(bytes.len(), 2 << 20, "written over, not appended to");
+        let mut writes = Vec::new();
+        let hour = Duration::from_secs(3_600);
+        let _reopened = open_wal(data_dir.path(), hour, &mut |w| Ok(writes.push(w)));
+        assert_eq!(writes, [second]);
     }
 }
