@@ -425,7 +425,11 @@ mod tests {
         let file = dir.path().join("1.wal");
         fs::write(&file, bytes).unwrap();
         let mut writes = Vec::new();
-        replay_file(&file, &mut |w| Ok(writes.push(w)), newest)?;
+        let mut keep = |w| {
+            writes.push(w);
+            Ok(())
+        };
+        replay_file(&file, &mut keep, newest)?;
         Ok(writes)
     }
 
@@ -474,7 +478,11 @@ mod tests {
         assert_eq!(bytes.len(), 2 << 20, "written over, not appended to");
         let mut writes = Vec::new();
         let hour = Duration::from_secs(3_600);
-        let _reopened = open_wal(data_dir.path(), hour, &mut |w| Ok(writes.push(w)));
+        let mut keep = |w| {
+            writes.push(w);
+            Ok(())
+        };
+        let _reopened = open_wal(data_dir.path(), hour, &mut keep);
         assert_eq!(writes, [second]);
     }
 }
