@@ -49,6 +49,10 @@ pub(super) fn prepare(dir: &Path, bytes: u64) -> io::Result<()> {
     while left > 0 {
         let n = left.min(BLOCK as u64) as usize;
         file.write_all(&zeros[..n])?;
+        // Synced block by block: one sync of the whole file queued tens of
+        // megabytes at the device at once, and the commits' syncs waited
+        // behind them (unary p999 12–15 ms instead of 9–11).
+        file.sync_data()?;
         left -= n as u64;
     }
     file.sync_all()?;
