@@ -106,6 +106,7 @@ impl Wal {
         }
         spare::clear_unfinished(&dir)?;
         let files = generations(&dir)?;
+        let replaying = Instant::now();
         let mut replayed = 0;
         for (index, (_, path)) in files.iter().enumerate() {
             replayed += replay_file(path, apply, index + 1 == files.len())?;
@@ -113,6 +114,7 @@ impl Wal {
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
+                took_ms = replaying.elapsed().as_millis() as u64,
                 "applied commits the write-ahead log held since its last checkpoint"
             );
         }
