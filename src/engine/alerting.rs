@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::hash_map::EntryRef;
-
+use super::monitors::{gap_slot, loaded, GapSlots, Monitors};
 use super::rules::AlertSettings;
-use super::scope_monitors::{gap_slot, loaded, GapSlots, ScopeMonitors};
+use super::transitions::{Reading, Transitions};
 use super::Map;
 use crate::domain::alert::{
     Alert, AlertKind, AlertSeverity, AlertState, ComplaintStage, GapKind, ScopeSubject, Subject,
@@ -16,237 +15,21 @@ use crate::domain::alert::{
 use crate::domain::{DimensionSpec, Millis, Severity, MILLIS_PER_HOUR};
 use crate::error::{Error, Result};
 use crate::scoring::complaint::CaseView;
-use crate::scoring::detector::{Cusum, DetectorParams, Direction, LevelMonitor, Signal};
-use crate::scoring::monitor::{Detector, MonitorState};
+use crate::scoring::detector::Direction;
+use crate::scoring::monitor::Detector;
 use crate::scoring::response::advocacy_score;
 use crate::scoring::{CustomerReport, ScopeOp, ScopeState, Tier};
 use crate::store::{Store, WriteBatch};
-
-pub(super) struct Monitor {
-    pub(super) state: MonitorState,
-    pub(super) dirty: bool,
-}
-
-/// Monitors of customers and complaints (and of any scope subject
-/// `ScopeMonitors` has no slot for), by subject.
-type Monitors = hashbrown::HashMap<Subject, Monitor, foldhash::quality::RandomState>;
-
-/// What a transition reports besides its state.
-struct Reading {
-    value: Option<f64>,
-    baseline: Option<f64>,
-    threshold: Option<f64>,
-    observations: u64,
-    event_at: Millis,
-}
 
 pub(super) struct Alerting<'a> {
     store: &'a Store,
     settings: &'a AlertSettings,
     transitions: Transitions<'a>,
-    /// Keyed by subject: the storage key is only built to load and store.
     monitors: Monitors,
-    scope_monitors: ScopeMonitors,
     overdue_new: Vec<(Millis, String)>,
     overdue_done: Vec<Vec<u8>>,
     pruned: Vec<(Alert, bool)>,
     pruned_through: Option<u64>,
-}
-
-/// The transitions a commit writes, and the sequence they take.
-struct Transitions<'a> {
-    store: &'a Store,
-    /// Wall clock of this commit.
-    now: Millis,
-    next_sequence: u64,
-    /// Latest transition of alerts changed in this commit.
-    latest: Map<u64, Alert>,
-    /// New transitions, in sequence order.
-    log: Vec<Alert>,
-}
-
-impl Transitions<'_> {
-    fn latest_alert(&self, id: u64) -> Result<Option<Alert>> {
-        match self.latest.get(&id) {
-            Some(a) => Ok(Some(a.clone())),
-            None => Ok(self.store.alert(id)?),
-        }
-    }
-
-    fn push(&mut self, alert: Alert) {
-        self.latest.insert(alert.id, alert.clone());
-        self.log.push(alert);
-    }
-
-    fn next(&mut self) -> u64 {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        sequence
-    }
-
-    /// Writes a FIRING transition; returns the new alert's id.
-    fn new_alert(
-        &mut self,
-        subject: Subject,
-        severity: AlertSeverity,
-        reading: Reading,
-        message: String,
-    ) -> u64 {
-        let sequence = self.next();
-        let dimension = match &subject {
-            Subject::Scope { dimension, .. } => dimension.clone(),
-            _ => None,
-        };
-        self.push(Alert {
-            id: sequence,
-            sequence,
-            subject,
-            state: AlertState::Firing,
-            severity,
-            dimension,
-            value: reading.value,
-            baseline: reading.baseline,
-            threshold: reading.threshold,
-            observations: reading.observations,
-            event_at: reading.event_at,
-            updated_at: self.now,
-            message,
-            note: String::new(),
-        });
-        sequence
-    }
-
-    /// Writes a RESOLVED transition for alert `id`.
-    fn resolve_alert(&mut self, id: u64, reading: Reading, message: String) -> Result<()> {
-        let Some(mut alert) = self.latest_alert(id)? else {
-            return Ok(());
-        };
-        alert.sequence = self.next();
-        alert.state = AlertState::Resolved;
-        alert.value = reading.value.or(alert.value);
-        alert.observations = reading.observations;
-        alert.event_at = reading.event_at;
-        alert.updated_at = self.now;
-        alert.message = message;
-        self.push(alert);
-        Ok(())
-    }
-
-    /// Opens an alert on a monitored subject.
-    fn open(
-        &mut self,
-        monitor: &mut Monitor,
-        subject: Subject,
-        severity: AlertSeverity,
-        reading: Reading,
-        message: String,
-    ) {
-        let id = self.new_alert(subject, severity, reading, message);
-        monitor.state.open = Some(id);
-        monitor.dirty = true;
-    }
-
-    /// Resolves the open alert of a monitored subject, if any.
-    fn close(&mut self, monitor: &mut Monitor, reading: Reading, message: String) -> Result<()> {
-        let Some(id) = monitor.state.open.take() else {
-            return Ok(());
-        };
-        monitor.dirty = true;
-        self.resolve_alert(id, reading, message)
-    }
-
-    /// Feeds one observation of a CUSUM-monitored series.
-    fn series(
-        &mut self,
-        monitor: &mut Monitor,
-        subject: ScopeSubject<'_>,
-        x: f64,
-        direction: Direction,
-        params: &DetectorParams,
-        at: Millis,
-    ) -> Result<()> {
-        if !matches!(monitor.state.detector, Detector::Cusum(_)) {
-            monitor.state.detector = Detector::Cusum(Cusum::default());
-        }
-        let Detector::Cusum(cusum) = &mut monitor.state.detector else {
-            unreachable!("set above")
-        };
-        let signal = cusum.observe(x, direction, params);
-        monitor.dirty = true;
-        let reading = Reading {
-            value: cusum.level(),
-            baseline: cusum.baseline(),
-            threshold: cusum.threshold(direction, params),
-            observations: cusum.observations(),
-            event_at: at,
-        };
-        let open = monitor.state.open.is_some();
-        match signal {
-            Some(Signal::Fired) if !open => {
-                let message = describe_change(subject, &reading, true);
-                let severity = AlertSeverity::Warning;
-                self.open(monitor, subject.to_subject(), severity, reading, message);
-                Ok(())
-            }
-            Some(Signal::Resolved) if open => {
-                let message = describe_change(subject, &reading, false);
-                self.close(monitor, reading, message)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Checks a derived gap against its threshold.
-    #[allow(clippy::too_many_arguments)]
-    fn level(
-        &mut self,
-        monitor: &mut Monitor,
-        subject: ScopeSubject<'_>,
-        value: f64,
-        threshold: f64,
-        fraction: f64,
-        count: u64,
-        at: Millis,
-    ) -> Result<()> {
-        if !matches!(monitor.state.detector, Detector::Level(_)) {
-            monitor.state.detector = Detector::Level(LevelMonitor::default());
-        }
-        let Detector::Level(level) = &mut monitor.state.detector else {
-            unreachable!("set above")
-        };
-        let before = level.clone();
-        let signal = level.observe(value, threshold, fraction);
-        monitor.dirty |= *level != before;
-        let open = monitor.state.open.is_some();
-        let reading = Reading {
-            value: Some(value),
-            baseline: None,
-            threshold: Some(threshold),
-            observations: count,
-            event_at: at,
-        };
-        let dimension = subject.dimension.unwrap_or_default();
-        let gap = subject.gap.map_or("", GapKind::tag);
-        let scope = subject.scope;
-        match signal {
-            Some(Signal::Fired) if !open => {
-                let message = format!(
-                    "{dimension} {gap} gap in {scope} reached {value:.2} points (threshold {threshold})"
-                );
-                let severity = AlertSeverity::Warning;
-                self.open(monitor, subject.to_subject(), severity, reading, message);
-                Ok(())
-            }
-            Some(Signal::Resolved) if open => {
-                let message = format!(
-                    "{dimension} {gap} gap in {scope} back to {value:.2} points (below {:.2})",
-                    threshold * fraction
-                );
-                self.close(monitor, reading, message)
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 /// A scope's state after an op, read for a dimension's derived gaps.
@@ -320,30 +103,10 @@ impl<'a> Alerting<'a> {
                 log: Vec::new(),
             },
             monitors: Monitors::default(),
-            scope_monitors: ScopeMonitors::default(),
             overdue_new: Vec::new(),
             overdue_done: Vec::new(),
             pruned: Vec::new(),
             pruned_through: None,
-        }
-    }
-
-    /// The subject's monitor, loaded into the working set on first use.
-    fn monitor(&mut self, subject: &Subject) -> Result<&mut Monitor> {
-        if let Some(view) = subject.as_scope() {
-            if let Some(slot) = self.scope_monitors.slot(&view) {
-                return loaded(slot, self.store, &view);
-            }
-        }
-        match self.monitors.entry_ref(subject) {
-            EntryRef::Occupied(entry) => Ok(entry.into_mut()),
-            EntryRef::Vacant(entry) => {
-                let state = self.store.monitor(&subject.key())?;
-                Ok(entry.insert(Monitor {
-                    state: state.unwrap_or_default(),
-                    dirty: false,
-                }))
-            }
         }
     }
 
@@ -355,24 +118,16 @@ impl<'a> Alerting<'a> {
         reading: Reading,
         message: String,
     ) -> Result<()> {
-        // Split borrows: the monitor is in `self`, the log too.
-        let id = self
-            .transitions
-            .new_alert(subject.clone(), severity, reading, message);
-        let monitor = self.monitor(&subject)?;
-        monitor.state.open = Some(id);
-        monitor.dirty = true;
+        let monitor = self.monitors.get(self.store, &subject)?;
+        self.transitions
+            .open(monitor, subject, severity, reading, message);
         Ok(())
     }
 
     /// Resolves the open alert of a monitored subject, if any.
     fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
-        let monitor = self.monitor(&subject)?;
-        let Some(id) = monitor.state.open.take() else {
-            return Ok(());
-        };
-        monitor.dirty = true;
-        self.transitions.resolve_alert(id, reading, message)
+        let monitor = self.monitors.get(self.store, &subject)?;
+        self.transitions.close(monitor, reading, message)
     }
 
     /// The monitors an event's own op feeds in one scope; `state` is the
@@ -393,7 +148,7 @@ impl<'a> Alerting<'a> {
         };
         match op {
             ScopeOp::Survey(f) => {
-                let slots = self.scope_monitors.scope(scope);
+                let slots = self.monitors.scopes.scope(scope);
                 if let Some(sat) = f.satisfaction {
                     let subj = subject(AlertKind::SatisfactionDrop, None, None);
                     let monitor = loaded(&mut slots.satisfaction, store, &subj)?;
@@ -430,7 +185,7 @@ impl<'a> Alerting<'a> {
                 if f.service.is_none() && f.promise.is_none() {
                     return Ok(());
                 }
-                let gaps = self.scope_monitors.scope(scope).gaps(dimension);
+                let gaps = self.monitors.scopes.scope(scope).gaps(dimension);
                 if let Some(short) = f.service {
                     let behavior = GapKind::Behavior;
                     let subj = subject(AlertKind::GapWidening, Some(dimension), Some(behavior));
@@ -551,7 +306,13 @@ impl<'a> Alerting<'a> {
                 stage,
             };
             if done {
-                if self.monitor(&subject)?.state.open.is_some() {
+                if self
+                    .monitors
+                    .get(self.store, &subject)?
+                    .state
+                    .open
+                    .is_some()
+                {
                     let reading = Reading {
                         value: None,
                         baseline: None,
@@ -596,7 +357,14 @@ impl<'a> Alerting<'a> {
             case: case.clone(),
             stage,
         };
-        if done || self.monitor(&subject)?.state.open.is_some() {
+        if done
+            || self
+                .monitors
+                .get(self.store, &subject)?
+                .state
+                .open
+                .is_some()
+        {
             return Ok(());
         }
         let late_hours = (self.transitions.now - deadline) as f64 / MILLIS_PER_HOUR;
@@ -632,7 +400,7 @@ impl<'a> Alerting<'a> {
             )));
         }
         if rebaseline {
-            let monitor = self.monitor(&alert.subject)?;
+            let monitor = self.monitors.get(self.store, &alert.subject)?;
             match &mut monitor.state.detector {
                 Detector::Cusum(c) => {
                     c.rebaseline();
@@ -669,17 +437,8 @@ impl<'a> Alerting<'a> {
     /// Stages everything in `batch`; returns the new transitions and the
     /// next sequence.
     pub(super) fn finish(self, batch: &mut WriteBatch) -> Result<(Vec<Alert>, u64)> {
-        for (subject, monitor) in &self.monitors {
-            if monitor.dirty {
-                batch.put_monitor(&subject.key(), &monitor.state)?;
-            }
-        }
-        self.scope_monitors.try_for_each(|subject, monitor| {
-            if monitor.dirty {
-                batch.put_monitor(&subject.key(), &monitor.state)?;
-            }
-            Ok(())
-        })?;
+        self.monitors
+            .try_for_each_changed(|key, state| Ok(batch.put_monitor(key, state)?))?;
         for (old, forget) in &self.pruned {
             batch.prune_alert(old, *forget);
         }
@@ -706,91 +465,5 @@ fn stage_noun(stage: ComplaintStage) -> &'static str {
     match stage {
         ComplaintStage::Response => "first response",
         ComplaintStage::Resolution => "resolution",
-    }
-}
-
-/// "responsiveness gap in region=east widened from 0.4 to 1.3 points".
-fn describe_change(subject: ScopeSubject<'_>, r: &Reading, fired: bool) -> String {
-    let ScopeSubject {
-        kind,
-        scope,
-        dimension,
-        gap,
-    } = subject;
-    let from = r.baseline.map_or("?".into(), |b| format!("{b:.2}"));
-    let to = r.value.map_or("?".into(), |v| format!("{v:.2}"));
-    let what = match (kind, gap) {
-        (AlertKind::GapWidening, Some(GapKind::Total)) => {
-            format!("{} gap in {scope}", dimension.unwrap_or(""))
-        }
-        (AlertKind::GapWidening, Some(g)) => format!(
-            "{} {} shortfall in {scope}",
-            dimension.unwrap_or(""),
-            g.tag()
-        ),
-        (AlertKind::SatisfactionDrop, _) => format!("satisfaction in {scope}"),
-        (AlertKind::LoyaltyDrop, _) => format!("advocacy in {scope}"),
-        _ => scope.to_string(),
-    };
-    let moved = match (kind, fired) {
-        (AlertKind::GapWidening, true) => "widened",
-        (_, true) => "dropped",
-        (_, false) => "back in control",
-    };
-    let unit = if gap == Some(GapKind::Total) {
-        " points"
-    } else {
-        ""
-    };
-    if fired {
-        format!("{what} {moved} from {from} to {to}{unit}")
-    } else {
-        format!("{what} {moved} (baseline {from}{unit})")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::StoreOptions;
-
-    /// An acknowledgement finds its alert's subject by `Subject`, an
-    /// observation by its scope's slots: in one commit both must reach the
-    /// same monitor, or the later write of its key would undo the other.
-    #[test]
-    fn a_subject_lookup_finds_the_monitor_its_scope_feeds() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            cache_capacity: 1 << 20,
-            half_life_ms: crate::scoring::Params::default().half_life_ms(),
-            sync_to_device: false,
-            checkpoint_interval: std::time::Duration::from_secs(1),
-        };
-        let store = Store::open(dir.path(), &options).unwrap();
-        let settings = AlertSettings::default();
-        let mut alerting = Alerting::new(&store, &settings, 0, 1);
-        for (n, view) in [
-            ScopeSubject {
-                kind: AlertKind::SatisfactionDrop,
-                scope: "all",
-                dimension: None,
-                gap: None,
-            },
-            ScopeSubject {
-                kind: AlertKind::GapWidening,
-                scope: "region=east",
-                dimension: Some("speed"),
-                gap: Some(GapKind::Perception),
-            },
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let slot = alerting.scope_monitors.slot(&view).expect("indexed");
-            loaded(slot, &store, &view).unwrap().state.open = Some(n as u64 + 7);
-            let monitor = alerting.monitor(&view.to_subject()).unwrap();
-            assert_eq!(monitor.state.open, Some(n as u64 + 7), "{view:?}");
-        }
-        assert!(alerting.monitors.is_empty(), "no second copy");
     }
 }

@@ -8,8 +8,9 @@ mod batch;
 mod cache;
 mod commit;
 mod feed;
+mod monitors;
 pub mod rules;
-mod scope_monitors;
+mod transitions;
 mod txn;
 
 pub use feed::AlertFeed;

@@ -1,17 +1,74 @@
-//! The monitors of scope-wide subjects, found by scope and then by what
-//! they watch. An event feeds about twenty monitors in each of its scopes
-//! (satisfaction and advocacy, then for every rated dimension its total gap
-//! and three derived ones); looked up by whole subject, each of them hashed
-//! and compared the scope's and the dimension's names again (13% of a
-//! stream writer's instructions). Here `Alerting::scope_op` finds a scope's
-//! monitors with one lookup, and a dimension's with one more.
+//! The alert monitors one group commit has loaded: detector states, read
+//! from the store on first use and written back when changed.
+//!
+//! Scope-wide subjects are found by scope and then by what they watch. An
+//! event feeds about twenty monitors in each of its scopes (satisfaction
+//! and advocacy, then for every rated dimension its total gap and three
+//! derived ones); looked up by whole subject, each of them hashed and
+//! compared the scope's and the dimension's names again (13% of a stream
+//! writer's instructions). Here `Alerting::scope_op` finds a scope's
+//! monitors with one lookup, and a dimension's with one more. Customers'
+//! and complaints' monitors are kept by subject.
 
+use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 
-use super::alerting::Monitor;
-use crate::domain::alert::{AlertKind, GapKind, ScopeSubject};
+use crate::domain::alert::{AlertKind, GapKind, ScopeSubject, Subject};
 use crate::error::Result;
+use crate::scoring::monitor::MonitorState;
 use crate::store::Store;
+
+pub(super) struct Monitor {
+    pub(super) state: MonitorState,
+    pub(super) dirty: bool,
+}
+
+/// Every monitor a commit has loaded.
+#[derive(Default)]
+pub(super) struct Monitors {
+    /// Customers' and complaints' (and any scope subject of a shape
+    /// `ScopeMonitors` has no slot for).
+    by_subject: HashMap<Subject, Monitor, foldhash::quality::RandomState>,
+    pub(super) scopes: ScopeMonitors,
+}
+
+impl Monitors {
+    /// The subject's monitor, read from the store on its first use.
+    pub(super) fn get(&mut self, store: &Store, subject: &Subject) -> Result<&mut Monitor> {
+        if let Some(view) = subject.as_scope() {
+            if let Some(slot) = self.scopes.slot(&view) {
+                return loaded(slot, store, &view);
+            }
+        }
+        match self.by_subject.entry_ref(subject) {
+            EntryRef::Occupied(entry) => Ok(entry.into_mut()),
+            EntryRef::Vacant(entry) => {
+                let state = store.monitor(&subject.key())?;
+                Ok(entry.insert(Monitor {
+                    state: state.unwrap_or_default(),
+                    dirty: false,
+                }))
+            }
+        }
+    }
+
+    /// Calls `f` with the storage key and state of every changed monitor.
+    pub(super) fn try_for_each_changed(
+        &self,
+        mut f: impl FnMut(&str, &MonitorState) -> Result<()>,
+    ) -> Result<()> {
+        for (subject, monitor) in &self.by_subject {
+            if monitor.dirty {
+                f(&subject.key(), &monitor.state)?;
+            }
+        }
+        self.scopes
+            .try_for_each(|subject, monitor| match monitor.dirty {
+                true => f(&subject.key(), &monitor.state),
+                false => Ok(()),
+            })
+    }
+}
 
 type ByName<V> = HashMap<String, V, foldhash::quality::RandomState>;
 
@@ -134,7 +191,6 @@ pub(super) fn loaded<'m>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scoring::monitor::MonitorState;
 
     fn monitor(open: u64) -> Monitor {
         Monitor {
@@ -203,5 +259,44 @@ mod tests {
         ] {
             assert!(monitors.slot(&other).is_none(), "{other:?}");
         }
+    }
+
+    /// An acknowledgement finds its alert's monitor by `Subject`, an
+    /// observation by its scope's slots: in one commit both must reach the
+    /// same monitor, or the later write of its key would undo the other.
+    #[test]
+    fn a_subject_lookup_finds_the_monitor_its_scope_feeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            cache_capacity: 1 << 20,
+            half_life_ms: crate::scoring::Params::default().half_life_ms(),
+            sync_to_device: false,
+            checkpoint_interval: std::time::Duration::from_secs(1),
+        };
+        let store = Store::open(dir.path(), &options).unwrap();
+        let mut monitors = Monitors::default();
+        for (n, view) in [
+            ScopeSubject {
+                kind: AlertKind::SatisfactionDrop,
+                scope: "all",
+                dimension: None,
+                gap: None,
+            },
+            ScopeSubject {
+                kind: AlertKind::GapWidening,
+                scope: "region=east",
+                dimension: Some("speed"),
+                gap: Some(GapKind::Perception),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let slot = monitors.scopes.slot(&view).expect("indexed");
+            loaded(slot, &store, &view).unwrap().state.open = Some(n as u64 + 7);
+            let monitor = monitors.get(&store, &view.to_subject()).unwrap();
+            assert_eq!(monitor.state.open, Some(n as u64 + 7), "{view:?}");
+        }
+        assert!(monitors.by_subject.is_empty(), "no second copy");
     }
 }
