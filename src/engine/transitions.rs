@@ -9,8 +9,7 @@ use crate::domain::alert::{
 };
 use crate::domain::Millis;
 use crate::error::Result;
-use crate::scoring::detector::{Cusum, DetectorParams, Direction, LevelMonitor, Signal};
-use crate::scoring::monitor::Detector;
+use crate::scoring::detector::{DetectorParams, Direction, Signal};
 use crate::store::Store;
 
 /// What a transition reports besides its state.
@@ -144,12 +143,7 @@ impl Transitions<'_> {
         params: &DetectorParams,
         at: Millis,
     ) -> Result<()> {
-        if !matches!(monitor.state.detector, Detector::Cusum(_)) {
-            monitor.state.detector = Detector::Cusum(Cusum::default());
-        }
-        let Detector::Cusum(cusum) = &mut monitor.state.detector else {
-            unreachable!("set above")
-        };
+        let cusum = monitor.state.cusum();
         let signal = cusum.observe(x, direction, params);
         monitor.dirty = true;
         let reading = Reading {
@@ -187,12 +181,7 @@ impl Transitions<'_> {
         count: u64,
         at: Millis,
     ) -> Result<()> {
-        if !matches!(monitor.state.detector, Detector::Level(_)) {
-            monitor.state.detector = Detector::Level(LevelMonitor::default());
-        }
-        let Detector::Level(level) = &mut monitor.state.detector else {
-            unreachable!("set above")
-        };
+        let level = monitor.state.level();
         let before = level.clone();
         let signal = level.observe(value, threshold, fraction);
         monitor.dirty |= *level != before;

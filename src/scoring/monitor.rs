@@ -23,3 +23,27 @@ pub struct MonitorState {
     /// The open alert's id (the sequence of its FIRING transition).
     pub open: Option<u64>,
 }
+
+impl MonitorState {
+    /// The CUSUM detector; a monitor first fed a series starts one.
+    pub fn cusum(&mut self) -> &mut Cusum {
+        if !matches!(self.detector, Detector::Cusum(_)) {
+            self.detector = Detector::Cusum(Cusum::default());
+        }
+        match &mut self.detector {
+            Detector::Cusum(cusum) => cusum,
+            _ => unreachable!("set above"),
+        }
+    }
+
+    /// The level detector; a monitor first fed a level starts one.
+    pub fn level(&mut self) -> &mut LevelMonitor {
+        if !matches!(self.detector, Detector::Level(_)) {
+            self.detector = Detector::Level(LevelMonitor::default());
+        }
+        match &mut self.detector {
+            Detector::Level(level) => level,
+            _ => unreachable!("set above"),
+        }
+    }
+}
