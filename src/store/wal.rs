@@ -26,7 +26,9 @@
 //! (see `journal::encode_into`). A commit
 //! is acknowledged only once its record is whole on disk, so a record cut
 //! short can only be the newest file's last, unacknowledged one: replay
-//! stops there. Damage anywhere else is refused, not skipped.
+//! stops there. Damage anywhere else is refused, not skipped. A file
+//! started over a spare (see `spare`) ends with zeros where nothing was
+//! written: zeros are no record, and a zero-filled rest ends any file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -58,7 +60,7 @@ pub(super) struct Wal {
     checkpointer: Checkpointer,
 }
 
-/// The file being appended to.
+/// The file being written.
 struct Active {
     /// Written at `bytes`, not appended to: it may be a spare, zeros
     /// already (see `spare`).
