@@ -37,11 +37,20 @@ pub(super) fn size_after(bytes: u64, commits: u64) -> Option<u64> {
     (small && bytes >= BLOCK as u64).then(|| bytes.next_multiple_of(BLOCK as u64).min(MAX_BYTES))
 }
 
-/// Fills and syncs a spare of `bytes` in `dir`, unless one is ready.
+/// Fills and syncs a spare of `bytes` in `dir`, unless one is ready. A
+/// spare that could not be filled (a full disk) is removed.
 pub(super) fn prepare(dir: &Path, bytes: u64) -> io::Result<()> {
     if dir.join(READY).exists() {
         return Ok(());
     }
+    let filled = fill(dir, bytes);
+    if filled.is_err() {
+        let _ = clear_unfinished(dir);
+    }
+    filled
+}
+
+fn fill(dir: &Path, bytes: u64) -> io::Result<()> {
     let filling = dir.join(FILLING);
     let mut file = File::create(&filling)?;
     let zeros = vec![0u8; BLOCK];
