@@ -6,7 +6,9 @@ mod common;
 
 use std::io::Read;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::child::{serve_command, wait_exit, Producer, ServerProcess};
 use common::*;
@@ -154,6 +156,96 @@ async fn acknowledged_events_survive_kill_9() {
         );
     }
     reference.stop().await;
+    drop(server);
+}
+
+/// Event `i` of the small-commit workload: surveys and purchases over 5,000
+/// customers, so that commits stay small (log files of small commits are
+/// started over a spare: see `store::spare`).
+fn small_commit_event(i: u64) -> Event {
+    let customer = format!("u{}", i % 5_000);
+    let region = format!("r{}", i % 4);
+    let at = T0 + i as i64;
+    let attributes = attrs(&[("region", &region)]);
+    if i % 3 == 0 {
+        interaction_event(Interaction {
+            attributes,
+            ..purchase(&format!("small-{i}"), &customer, at, (i % 97 + 1) as f64)
+        })
+    } else {
+        survey_event(Survey {
+            attributes,
+            csat: Some((i % 5) as i32 + 1),
+            ..survey(&format!("small-{i}"), &customer, at)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_small_commits_survive_kill_9_in_a_log_file_started_over_a_spare() {
+    const CALLERS: u64 = 16;
+    let dir = TempDir::new().expect("temp dir");
+    let spare = dir.path().join("wal").join("spare");
+    let mut server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let channel = server.connect().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // (event, sequence) of every acknowledged call.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut callers = Vec::new();
+    for caller in 0..CALLERS {
+        let mut client = IngestServiceClient::new(channel.clone());
+        let (stop, acked) = (stop.clone(), acked.clone());
+        callers.push(tokio::spawn(async move {
+            let mut i = caller;
+            while !stop.load(Ordering::Relaxed) {
+                let request = proto::RecordBatchRequest {
+                    events: vec![small_commit_event(i)],
+                };
+                // The kill ends the connection.
+                let Ok(response) = client.record_batch(request).await else {
+                    break;
+                };
+                let result = &response.into_inner().results[0];
+                assert_eq!(result.status(), EventStatus::Accepted, "{result:?}");
+                acked.lock().unwrap().push((i, result.sequence));
+                i += CALLERS;
+            }
+        }));
+    }
+    // A spare is made after the first checkpoint of small commits and taken
+    // by the rotation after it: once it has come and gone, commits are
+    // going to a log file started over it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = false;
+    loop {
+        let exists = spare.exists();
+        if seen && !exists {
+            break;
+        }
+        seen |= exists;
+        assert!(Instant::now() < deadline, "no spare was made or taken");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.expect("a caller failed");
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.len() > 100, "{} acknowledged", acked.len());
+
+    // Every acknowledged event is there, under the sequence it was given.
+    let server = ServerProcess::spawn(dir.path(), &[], &[]);
+    let restarted = TestServerClients::new(server.connect().await);
+    for chunk in acked.chunks(5_000) {
+        let events = chunk.iter().map(|(i, _)| small_commit_event(*i)).collect();
+        let results = restarted.batch(events).await;
+        for ((i, sequence), r) in chunk.iter().zip(&results) {
+            assert_eq!(r.status(), EventStatus::Duplicate, "event {i}: {r:?}");
+            assert_eq!(r.sequence, *sequence, "event {i}: {r:?}");
+        }
+    }
     drop(server);
 }
 
