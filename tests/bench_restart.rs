@@ -57,7 +57,7 @@ fn a_killed_server_restarts_with_every_acknowledged_event() {
     let text = std::fs::read_to_string(log).unwrap();
     std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
     assert!(
-        text.contains("applied commits the write-ahead log held since its last checkpoint"),
+        text.contains("applied the replayed writes to sled"),
         "{text}"
     );
 }

@@ -181,9 +181,12 @@ impl Store {
         ));
         // Oldest first: an earlier build's journal, then the log.
         journal::replay_legacy(&journal, &tree, &flusher)?;
+        // The last value of each key the log's files hold, applied once
+        // they are all read.
+        let mut replayed = HashMap::new();
         let mut replay = |writes| {
             let writes = route_events(&tree, &events, writes, Routing::Replay)?;
-            tree.apply_batch(sled_batch(writes))?;
+            replayed.extend(writes);
             Ok(())
         };
         let applying = Arc::new(applying::Applying::default());
@@ -191,7 +194,7 @@ impl Store {
             let (applying, tree) = (applying.clone(), tree.clone());
             Box::new(move || Ok(applying.write_hot(&tree)?))
         };
-        let wal = wal::Wal::open(
+        let mut wal = wal::Wal::open(
             path,
             &mut replay,
             flusher.clone(),
@@ -199,6 +202,8 @@ impl Store {
             options.checkpoint_interval,
             before_rotate,
         )?;
+        apply_replayed(&tree, replayed)?;
+        wal.checkpoint_replayed()?;
         let store = Self {
             db,
             tree,
@@ -667,6 +672,45 @@ pub struct WriteBatch {
 
 /// Writes as one atomic sled batch, in order: a later write of the same key
 /// wins, as in [`Store::stage`].
+/// Applies what a start replayed, in key order, on two threads. Right after
+/// a crash sled's cache is cold and each record's leaf is read back from its
+/// log: one thread took 1.1 s for 8 commits at a million customers. Every
+/// key is written once (the last value the log held), so the threads never
+/// share a key, and nothing reads the tree before they are done.
+fn apply_replayed(
+    tree: &sled::Tree,
+    writes: HashMap<sled::IVec, Option<sled::IVec>>,
+) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut writes: Vec<_> = writes.into_iter().collect();
+    writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let count = writes.len();
+    let (low, high) = writes.split_at(count / 2);
+    std::thread::scope(|scope| {
+        let apply = |half: &'_ [(sled::IVec, Option<sled::IVec>)]| -> Result<()> {
+            for (key, value) in half {
+                match value {
+                    Some(value) => tree.insert(key, value.clone())?,
+                    None => tree.remove(key)?,
+                };
+            }
+            Ok(())
+        };
+        let low = scope.spawn(move || apply(low));
+        let high = apply(high);
+        low.join().expect("a replay thread panicked").and(high)
+    })?;
+    tracing::info!(
+        keys = count,
+        took_ms = started.elapsed().as_millis() as u64,
+        "applied the replayed writes to sled"
+    );
+    Ok(())
+}
+
 fn sled_batch(writes: impl IntoIterator<Item = (sled::IVec, Option<sled::IVec>)>) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for (key, value) in writes {

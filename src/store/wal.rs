@@ -53,6 +53,8 @@ pub(super) type BeforeRotate = Box<dyn Fn() -> Result<()> + Send + Sync>;
 
 pub(super) struct Wal {
     dir: PathBuf,
+    /// The newest file a start replayed, until `checkpoint_replayed`.
+    replayed_through: Option<u64>,
     before_rotate: BeforeRotate,
     sync_to_device: bool,
     interval: Duration,
@@ -117,22 +119,14 @@ impl Wal {
             tracing::info!(
                 records = replayed,
                 took_ms = replaying.elapsed().as_millis() as u64,
-                "applied commits the write-ahead log held since its last checkpoint"
+                "read the commits the write-ahead log held since its last checkpoint"
             );
         }
         let generation = files.last().map_or(1, |(g, _)| g + 1);
         let file = create(&dir, generation, sync_to_device)?;
-        let checkpointer = Checkpointer::start(flusher, dir.clone());
-        if let Some((last, _)) = files.last() {
-            // The replayed files are checkpointed like any full generation,
-            // without waiting: a start after a crash serves before sled's
-            // flush of what it replayed (up to a second of commits). Until
-            // that checkpoint deletes them, a crash replays them again,
-            // before the newer generations, and replaying is idempotent.
-            checkpointer.request(*last, None)?;
-        }
         Ok(Self {
-            checkpointer,
+            replayed_through: files.last().map(|(g, _)| *g),
+            checkpointer: Checkpointer::start(flusher, dir.clone()),
             dir,
             before_rotate,
             sync_to_device,
@@ -147,6 +141,18 @@ impl Wal {
                 failed: None,
             }),
         })
+    }
+
+    /// Hands the files a start replayed to the checkpoint thread, once
+    /// their writes are in sled; it is not waited for, so a start after a
+    /// crash serves before sled's flush of them. Until that checkpoint
+    /// deletes them, a crash replays them again, before the newer
+    /// generations, and replaying is idempotent.
+    pub(super) fn checkpoint_replayed(&mut self) -> Result<()> {
+        match self.replayed_through.take() {
+            Some(through) => self.checkpointer.request(through, None),
+            None => Ok(()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Active> {
