@@ -20,21 +20,28 @@ use tonic::transport::Channel;
 /// Event `i` of the crash workload: every third a purchase, the others
 /// surveys; 50 customers, 4 regions; all valid, ids unique.
 fn crash_event(i: u64) -> Event {
-    let customer = format!("c{}", i % 50);
+    workload_event("crash", 50, i)
+}
+
+/// Event `i` of a workload over `customers` customers and 4 regions: every
+/// third a purchase, the others surveys; ids `<prefix>-<i>`.
+fn workload_event(prefix: &str, customers: u64, i: u64) -> Event {
+    let customer = format!("c{}", i % customers);
     let region = format!("r{}", i % 4);
     let at = T0 + i as i64;
     let attributes = attrs(&[("region", &region)]);
+    let id = format!("{prefix}-{i}");
     if i % 3 == 0 {
         interaction_event(Interaction {
             attributes,
-            ..purchase(&format!("crash-{i}"), &customer, at, (i % 97 + 1) as f64)
+            ..purchase(&id, &customer, at, (i % 97 + 1) as f64)
         })
     } else {
         survey_event(Survey {
             attributes,
             csat: Some((i % 5) as i32 + 1),
             nps: Some((i % 11) as i32),
-            ..survey(&format!("crash-{i}"), &customer, at)
+            ..survey(&id, &customer, at)
         })
     }
 }
@@ -159,26 +166,11 @@ async fn acknowledged_events_survive_kill_9() {
     drop(server);
 }
 
-/// Event `i` of the small-commit workload: surveys and purchases over 5,000
-/// customers, so that commits stay small (log files of small commits are
-/// started over a spare: see `store::spare`).
+/// Event `i` of the small-commit workload: 5,000 customers, so that
+/// commits stay small (log files of small commits are started over a
+/// spare: see `store::spare`).
 fn small_commit_event(i: u64) -> Event {
-    let customer = format!("u{}", i % 5_000);
-    let region = format!("r{}", i % 4);
-    let at = T0 + i as i64;
-    let attributes = attrs(&[("region", &region)]);
-    if i % 3 == 0 {
-        interaction_event(Interaction {
-            attributes,
-            ..purchase(&format!("small-{i}"), &customer, at, (i % 97 + 1) as f64)
-        })
-    } else {
-        survey_event(Survey {
-            attributes,
-            csat: Some((i % 5) as i32 + 1),
-            ..survey(&format!("small-{i}"), &customer, at)
-        })
-    }
+    workload_event("small", 5_000, i)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
