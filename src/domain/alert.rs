@@ -206,14 +206,8 @@ pub struct ScopeSubject<'a> {
     pub gap: Option<GapKind>,
 }
 
-/// The owned subject a monitor is stored under, from what it was looked up
-/// by (the engine's monitor map inserts through these).
-impl From<&ScopeSubject<'_>> for Subject {
-    fn from(view: &ScopeSubject<'_>) -> Self {
-        view.to_subject()
-    }
-}
-
+/// The owned subject a monitor is stored under, from the one it was looked
+/// up by (`hashbrown`'s `entry_ref` inserts through it).
 impl From<&Subject> for Subject {
     fn from(subject: &Subject) -> Self {
         subject.clone()

@@ -251,8 +251,8 @@ pub fn survey(
         repurchase: c.int_range("repurchase", s.repurchase, 0, 10),
         ratings: Vec::with_capacity(s.ratings.len()),
     };
-    // Only configured dimensions enter, so a scan stays short (and, unlike
-    // a hash set, allocates nothing for the usual handful of ratings).
+    // Only configured dimensions enter, so a scan stays short (and hashes
+    // nothing, unlike a set, for the usual handful of ratings).
     let mut seen: Vec<&str> = Vec::new();
     for (i, r) in s.ratings.iter().enumerate() {
         let field = |name| RatingField { index: i, name };

@@ -22,7 +22,6 @@ use crate::scoring::{CustomerReport, ScopeOp, ScopeState, Tier};
 use crate::store::{Store, WriteBatch};
 
 pub(super) struct Alerting<'a> {
-    store: &'a Store,
     settings: &'a AlertSettings,
     transitions: Transitions<'a>,
     monitors: Monitors,
@@ -93,7 +92,6 @@ impl<'a> Alerting<'a> {
         next_sequence: u64,
     ) -> Self {
         Self {
-            store,
             settings,
             transitions: Transitions {
                 store,
@@ -118,7 +116,7 @@ impl<'a> Alerting<'a> {
         reading: Reading,
         message: String,
     ) -> Result<()> {
-        let monitor = self.monitors.get(self.store, &subject)?;
+        let monitor = self.monitors.get(self.transitions.store, &subject)?;
         self.transitions
             .open(monitor, subject, severity, reading, message);
         Ok(())
@@ -126,7 +124,7 @@ impl<'a> Alerting<'a> {
 
     /// Resolves the open alert of a monitored subject, if any.
     fn close(&mut self, subject: Subject, reading: Reading, message: String) -> Result<()> {
-        let monitor = self.monitors.get(self.store, &subject)?;
+        let monitor = self.monitors.get(self.transitions.store, &subject)?;
         self.transitions.close(monitor, reading, message)
     }
 
@@ -139,7 +137,8 @@ impl<'a> Alerting<'a> {
         op: &ScopeOp,
         dimensions: &BTreeMap<String, DimensionSpec>,
     ) -> Result<()> {
-        let (store, s, log) = (self.store, self.settings, &mut self.transitions);
+        let (store, s) = (self.transitions.store, self.settings);
+        let log = &mut self.transitions;
         let subject = |kind, dimension, gap| ScopeSubject {
             kind,
             scope,
@@ -308,7 +307,7 @@ impl<'a> Alerting<'a> {
             if done {
                 if self
                     .monitors
-                    .get(self.store, &subject)?
+                    .get(self.transitions.store, &subject)?
                     .state
                     .open
                     .is_some()
@@ -360,7 +359,7 @@ impl<'a> Alerting<'a> {
         if done
             || self
                 .monitors
-                .get(self.store, &subject)?
+                .get(self.transitions.store, &subject)?
                 .state
                 .open
                 .is_some()
@@ -400,7 +399,7 @@ impl<'a> Alerting<'a> {
             )));
         }
         if rebaseline {
-            let monitor = self.monitors.get(self.store, &alert.subject)?;
+            let monitor = self.monitors.get(self.transitions.store, &alert.subject)?;
             match &mut monitor.state.detector {
                 Detector::Cusum(c) => {
                     c.rebaseline();
@@ -424,7 +423,11 @@ impl<'a> Alerting<'a> {
             .transitions
             .now
             .saturating_sub(self.settings.retention_ms());
-        for old in self.store.alert_transitions_before(cutoff, limit)? {
+        for old in self
+            .transitions
+            .store
+            .alert_transitions_before(cutoff, limit)?
+        {
             // A resolved alert whose last transition leaves the log is
             // forgotten; an open one stays listable.
             let forget = old.state == AlertState::Resolved;

@@ -670,8 +670,6 @@ pub struct WriteBatch {
     scratch: Vec<u8>,
 }
 
-/// Writes as one atomic sled batch, in order: a later write of the same key
-/// wins, as in [`Store::stage`].
 /// Applies what a start replayed, in key order, on two threads. Right after
 /// a crash sled's cache is cold and each record's leaf is read back from its
 /// log: one thread took 1.1 s for 8 commits at a million customers. Every
@@ -711,6 +709,8 @@ fn apply_replayed(
     Ok(())
 }
 
+/// Writes as one atomic sled batch, in order: a later write of the same key
+/// wins, as in [`Store::stage`].
 fn sled_batch(writes: impl IntoIterator<Item = (sled::IVec, Option<sled::IVec>)>) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for (key, value) in writes {
