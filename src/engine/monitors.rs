@@ -23,6 +23,16 @@ pub(super) struct Monitor {
     pub(super) dirty: bool,
 }
 
+impl Monitor {
+    /// The monitor stored under `key` (a fresh one if none), unchanged.
+    fn read(store: &Store, key: &str) -> Result<Self> {
+        Ok(Monitor {
+            state: store.monitor(key)?.unwrap_or_default(),
+            dirty: false,
+        })
+    }
+}
+
 /// Every monitor a commit has loaded.
 #[derive(Default)]
 pub(super) struct Monitors {
@@ -42,13 +52,7 @@ impl Monitors {
         }
         match self.by_subject.entry_ref(subject) {
             EntryRef::Occupied(entry) => Ok(entry.into_mut()),
-            EntryRef::Vacant(entry) => {
-                let state = store.monitor(&subject.key())?;
-                Ok(entry.insert(Monitor {
-                    state: state.unwrap_or_default(),
-                    dirty: false,
-                }))
-            }
+            EntryRef::Vacant(entry) => Ok(entry.insert(Monitor::read(store, &subject.key())?)),
         }
     }
 
@@ -179,11 +183,7 @@ pub(super) fn loaded<'m>(
     subject: &ScopeSubject<'_>,
 ) -> Result<&'m mut Monitor> {
     if slot.is_none() {
-        let state = store.monitor(&subject.key())?;
-        *slot = Some(Monitor {
-            state: state.unwrap_or_default(),
-            dirty: false,
-        });
+        *slot = Some(Monitor::read(store, &subject.key())?);
     }
     Ok(slot.as_mut().expect("loaded above"))
 }

@@ -169,7 +169,12 @@ impl Applying {
     }
 }
 
-fn put(tree: &sled::Tree, key: &sled::IVec, value: &Option<sled::IVec>) -> sled::Result<()> {
+/// Writes `value` under `key`, or removes the key for `None`.
+pub(super) fn put(
+    tree: &sled::Tree,
+    key: &sled::IVec,
+    value: &Option<sled::IVec>,
+) -> sled::Result<()> {
     match value {
         Some(value) => tree.insert(key, value.clone()).map(drop),
         None => tree.remove(key).map(drop),

@@ -690,10 +690,7 @@ fn apply_replayed(
     std::thread::scope(|scope| {
         let apply = |half: &'_ [(sled::IVec, Option<sled::IVec>)]| -> Result<()> {
             for (key, value) in half {
-                match value {
-                    Some(value) => tree.insert(key, value.clone())?,
-                    None => tree.remove(key)?,
-                };
+                applying::put(tree, key, value)?;
             }
             Ok(())
         };

@@ -104,9 +104,7 @@ impl Wal {
         let dir = data_dir.join("wal");
         if !dir.exists() {
             fs::create_dir(&dir)?;
-            if sync_to_device {
-                File::open(data_dir)?.sync_all()?;
-            }
+            sync_dir(data_dir, sync_to_device)?;
         }
         spare::clear_unfinished(&dir)?;
         let files = generations(&dir)?;
@@ -226,9 +224,7 @@ impl Wal {
         };
         active.file = match spare {
             Some(file) => {
-                if self.sync_to_device {
-                    File::open(&self.dir)?.sync_all()?;
-                }
+                sync_dir(&self.dir, self.sync_to_device)?;
                 file
             }
             None => create(&self.dir, next, self.sync_to_device)?,
@@ -314,10 +310,17 @@ fn create(dir: &Path, generation: u64, sync_to_device: bool) -> Result<File> {
         .create_new(true)
         .write(true)
         .open(path(dir, generation))?;
-    if sync_to_device {
-        File::open(dir)?.sync_all()?;
-    }
+    sync_dir(dir, sync_to_device)?;
     Ok(file)
+}
+
+/// Makes a file created, renamed or removed in `dir` survive a crash (with
+/// `sync_to_device`).
+fn sync_dir(dir: &Path, sync_to_device: bool) -> io::Result<()> {
+    match sync_to_device {
+        true => File::open(dir)?.sync_all(),
+        false => Ok(()),
+    }
 }
 
 #[cfg(test)]
