@@ -5,7 +5,7 @@
 //! earliest RESPONDED time) and its resolution (the earliest RESOLVED
 //! time). Each is a min over the steps seen, so the facts are
 //! order-independent. What scopes get is a pure function of the facts
-//! ([`Parts`]); whenever a step changes the facts, the parts that changed
+//! (`Parts`); whenever a step changes the facts, the parts that changed
 //! are retracted from the old scopes and added to the new ones, so the
 //! scopes end up with the same contributions whatever the arrival order.
 

@@ -14,7 +14,7 @@
 //! *known* `μ, σ`; estimates from 30 samples give `z` heavier tails. Following
 //! Hawkins' self-starting CUSUM, the prediction error `(x − μ̂)/(s·√(1+Σw²))`
 //! is Student-t with `ν = n_eff − 1`, and mapping it to the normal value with
-//! the same tail ([`t_to_z`], Wallace's closed form) makes `z` exactly
+//! the same tail (`t_to_z`, Wallace's closed form) makes `z` exactly
 //! N(0, 1) and independent in the equal-weight phase. When `σ_min` exceeds
 //! the estimate, the floor sets the scale and `z = (x − μ̂)/σ_min`.
 //!

@@ -181,6 +181,42 @@ pub(super) fn put(
     }
 }
 
+/// Applies what a start replayed, in key order, on two threads. Right after
+/// a crash sled's cache is cold and each record's leaf is read back from its
+/// log: one thread took 1.1 s for 8 commits at a million customers. Every
+/// key is written once (the last value the log held), so the threads never
+/// share a key, and nothing reads the tree before they are done.
+pub(super) fn apply_replayed(
+    tree: &sled::Tree,
+    writes: HashMap<sled::IVec, Option<sled::IVec>>,
+) -> super::Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut writes: Vec<_> = writes.into_iter().collect();
+    writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let count = writes.len();
+    let (low, high) = writes.split_at(count / 2);
+    std::thread::scope(|scope| {
+        let apply = |half: &'_ [(sled::IVec, Option<sled::IVec>)]| -> super::Result<()> {
+            for (key, value) in half {
+                put(tree, key, value)?;
+            }
+            Ok(())
+        };
+        let low = scope.spawn(move || apply(low));
+        let high = apply(high);
+        low.join().expect("a replay thread panicked").and(high)
+    })?;
+    tracing::info!(
+        keys = count,
+        took_ms = started.elapsed().as_millis() as u64,
+        "applied the replayed writes to sled"
+    );
+    Ok(())
+}
+
 /// A published commit, until its apply is over.
 pub(super) struct Published<'a> {
     applying: &'a Applying,

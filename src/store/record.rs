@@ -25,7 +25,7 @@ pub struct CustomerRecord {
     pub scopes: Vec<String>,
     /// The open CHURN_RISK alert, if any.
     pub churn_alert: Option<u64>,
-    /// Encoded after the fields above (see [`encode`]), so that records
+    /// Encoded after the fields above (see `encode_into`), so that records
     /// written before it existed still decode.
     #[serde(skip)]
     pub ids: RecentIds,
