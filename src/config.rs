@@ -109,7 +109,7 @@ pub struct StorageConfig {
     /// The sled data directory (one process per directory).
     pub data_dir: PathBuf,
     /// sled page cache in MiB. 128 measured as fast as 256 at 100k and at
-    /// 1M customers, for 30–120 MiB less RSS at 1M (docs/PERFORMANCE.md);
+    /// 1M customers, for 30–120 MiB less RSS at 1M (docs/PERFORMANCE-LOG.md);
     /// 64 cost a third of the throughput at 1M.
     pub cache_capacity_mb: u64,
     /// Customer records the writer keeps decoded in memory (0: none), about
@@ -117,7 +117,7 @@ pub struct StorageConfig {
     /// customers, with the default commits, RSS peaked at 475–478 MiB with
     /// 10,000 and 534 MiB with 50,000; a million customers drawn uniformly
     /// rarely hit either, and skewed traffic keeps its busiest customers in
-    /// it (docs/PERFORMANCE.md, "Fewer allocations per event").
+    /// it (docs/PERFORMANCE-LOG.md, "Fewer allocations per event").
     pub cached_customers: usize,
     /// `fdatasync` each group commit's write-ahead log record before the
     /// ack, and what sled 0.34 leaves in the page cache at each checkpoint,
@@ -157,7 +157,7 @@ pub struct IngestConfig {
     /// Most events the writer applies in one group commit. 4,096 (8,192
     /// before 2026-12-01): at 1M customers RSS peaked at 475–478 MiB
     /// against 499–519 at the same throughput, for ~5% more disk per
-    /// customer (docs/PERFORMANCE.md, "Fewer allocations per event").
+    /// customer (docs/PERFORMANCE-LOG.md, "Fewer allocations per event").
     pub max_commit_events: usize,
     /// Requests queued for the writer before callers wait.
     pub queue_capacity: usize,

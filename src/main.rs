@@ -18,7 +18,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// it applies), which the kernel then had to zero again on the next fault
 /// (`clear_page_erms`). A one-second delay measured ~15% more stream
 /// throughput (58–60k → 68–69k events/s) for 35–78 MiB more RSS
-/// (docs/PERFORMANCE.md). An explicit
+/// (docs/PERFORMANCE-LOG.md). An explicit
 /// `MIMALLOC_PURGE_DELAY` still wins.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {

@@ -28,7 +28,7 @@ const STREAM_CHUNK: usize = 512;
 /// 101–102k events/s against 105–107k for 8 (one stream: the same for
 /// both), with ~40% more ack latency (p99 597–608 against 433–452 ms),
 /// events waiting in line
-/// (docs/PERFORMANCE.md, "Fewer allocations per event").
+/// (docs/PERFORMANCE-LOG.md, "Fewer allocations per event").
 const STREAM_PIPELINE: usize = 8;
 
 pub struct IngestApi {

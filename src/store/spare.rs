@@ -4,7 +4,7 @@
 //! An `fdatasync` after an append must also commit the file system's
 //! journal (the file grew); one after writing over blocks the file already
 //! has needs only the data written. Measured here (ext4, 24 KB records,
-//! docs/PERFORMANCE.md): 0.17 ms per sync instead of 0.25, and a unary
+//! docs/PERFORMANCE-LOG.md): 0.17 ms per sync instead of 0.25, and a unary
 //! commit waits for one. So after checkpointing a generation of small
 //! commits, the checkpoint thread fills a spare file with zeros and syncs
 //! it, off every commit's path; the next rotation renames it into place and
