@@ -250,6 +250,21 @@ mod tests {
     }
 
     #[test]
+    fn sums_of_extreme_values_stay_finite() {
+        // Validation accepts any finite amount: two of f64::MAX at the same
+        // instant must not sum to infinity (and a later retract to NaN).
+        let mut d = Decayed::default();
+        d.add(f64::MAX, 1.0, 0, H);
+        d.add(f64::MAX, 1.0, 0, H);
+        assert!(d.sum_at(0, H).is_finite());
+        assert!(d.mean().is_some_and(f64::is_finite));
+        d.add_to_sum(f64::MAX, 0, H);
+        d.retract(-f64::MAX, 1.0, 0, H);
+        assert!(d.sum_at(0, H).is_finite());
+        assert!(d.mean().is_some_and(f64::is_finite));
+    }
+
+    #[test]
     fn extreme_spans_stay_finite() {
         let mut d = Decayed::default();
         d.add(f64::MAX, 1.0, Millis::MIN, H);
