@@ -42,6 +42,18 @@ pub(super) fn read(bytes: &[u8], at: usize) -> Option<Frame<'_>> {
     (crc32fast::hash(payload) == crc).then_some(Frame { payload, crc, end })
 }
 
+/// Whether a whole, intact frame follows the damaged one at `at`, where
+/// its header's length says the next one starts: then the damage is not
+/// a write cut short (that is always a file's last frame) but bytes that
+/// changed afterwards. Damage to the length itself is not told apart.
+pub(super) fn intact_after_damaged(bytes: &[u8], at: usize) -> bool {
+    let Some(length) = bytes.get(at..at + 4) else {
+        return false;
+    };
+    let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
+    length != 0 && read(bytes, at + HEADER + length).is_some()
+}
+
 /// The path of file `number` in `dir`.
 pub(super) fn path(dir: &Path, number: u64, suffix: &str) -> PathBuf {
     dir.join(format!("{number:020}{suffix}"))

@@ -667,4 +667,6 @@ pub struct EntityCounts {
 }
 
 #[cfg(test)]
+mod replay_properties;
+#[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ fn event(id: &str) -> Event {
     }
 }
 
-fn options() -> StoreOptions {
+pub(super) fn options() -> StoreOptions {
     StoreOptions {
         cache_capacity: 1 << 20,
         half_life_ms: crate::scoring::Params::default().half_life_ms(),
@@ -23,7 +23,7 @@ fn options() -> StoreOptions {
     }
 }
 
-fn scope_batch(name: &str, customers: u64) -> WriteBatch {
+pub(super) fn scope_batch(name: &str, customers: u64) -> WriteBatch {
     let mut state = ScopeState::default();
     for _ in 0..customers {
         state.add_customer();
@@ -229,14 +229,14 @@ fn a_large_commits_held_hot_keys_survive_a_crash() {
 }
 
 /// Options under which nothing is checkpointed before a close.
-fn without_checkpoints() -> StoreOptions {
+pub(super) fn without_checkpoints() -> StoreOptions {
     StoreOptions {
         checkpoint_interval: Duration::from_secs(3_600),
         ..options()
     }
 }
 
-fn wal_files(dir: &Path) -> Vec<u64> {
+pub(super) fn wal_files(dir: &Path) -> Vec<u64> {
     wal::generations(&dir.join("wal"))
         .unwrap()
         .into_iter()
@@ -244,18 +244,19 @@ fn wal_files(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// Commits "gone", then deletes it and writes "all" (1, 3) and alice.
+/// Three commits: "gone"; then "gone" deleted, "all" (1 customer) and
+/// alice written; then "all" (3).
+pub(super) fn history() -> Vec<WriteBatch> {
+    let mut second = scope_batch("all", 1);
+    second.delete(keys::with_prefix(keys::SCOPE, "gone"));
+    second.put_customer("alice", Arc::new(record_with_churn_alert(7)));
+    vec![scope_batch("gone", 1), second, scope_batch("all", 3)]
+}
+
 fn commit_a_history(store: &Store) {
-    store
-        .commit_staged(store.stage(scope_batch("gone", 1)), || ())
-        .unwrap();
-    let mut batch = scope_batch("all", 1);
-    batch.delete(keys::with_prefix(keys::SCOPE, "gone"));
-    batch.put_customer("alice", Arc::new(record_with_churn_alert(7)));
-    store.commit_staged(store.stage(batch), || ()).unwrap();
-    store
-        .commit_staged(store.stage(scope_batch("all", 3)), || ())
-        .unwrap();
+    for batch in history() {
+        store.commit_staged(store.stage(batch), || ()).unwrap();
+    }
 }
 
 fn assert_history(store: &Store) {
@@ -263,6 +264,30 @@ fn assert_history(store: &Store) {
     let alice = store.customer_record("alice").unwrap().expect("replayed");
     assert_eq!(alice, record_with_churn_alert(7), "records are logged");
     assert_eq!(customers_of(store, "gone"), None, "deletes replayed");
+}
+
+/// What a store holds after the first `commits` of [`history`]: the
+/// customers of "all" and of "gone", and whether alice is there.
+pub(super) fn history_state(store: &Store) -> (Option<u64>, Option<u64>, bool) {
+    let alice = store.customer_record("alice").unwrap();
+    if let Some(alice) = &alice {
+        assert_eq!(alice, &record_with_churn_alert(7));
+    }
+    (
+        customers_of(store, "all"),
+        customers_of(store, "gone"),
+        alice.is_some(),
+    )
+}
+
+/// [`history_state`] after its first `commits` commits.
+pub(super) fn history_state_after(commits: usize) -> (Option<u64>, Option<u64>, bool) {
+    match commits {
+        0 => (None, None, false),
+        1 => (None, Some(1), false),
+        2 => (Some(1), None, true),
+        _ => (Some(3), None, true),
+    }
 }
 
 #[test]
@@ -291,7 +316,7 @@ fn log_copy(dir: &Path) -> Vec<(u64, Vec<u8>)> {
 }
 
 /// A data dir whose sled never saw anything: only these log files.
-fn dir_with_log(files: &[(u64, Vec<u8>)]) -> tempfile::TempDir {
+pub(super) fn dir_with_log(files: &[(u64, Vec<u8>)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("wal")).unwrap();
     for (generation, bytes) in files {

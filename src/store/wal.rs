@@ -258,7 +258,8 @@ pub(super) fn record_into(writes: &journal::Writes, buffer: &mut Vec<u8>) {
 }
 
 /// Applies a file's records, each atomically. A damaged record ends the
-/// newest file (it was never acknowledged) and fails any other.
+/// newest file (it was never acknowledged) and fails any other, or any
+/// followed by an intact record: a crash cuts short only the last one.
 fn replay_file(
     path: &Path,
     apply: &mut dyn FnMut(Vec<(sled::IVec, Option<sled::IVec>)>) -> Result<()>,
@@ -273,7 +274,7 @@ fn replay_file(
                 // The unwritten rest of a file written over a spare.
                 break;
             }
-            if newest {
+            if newest && !framed::intact_after_damaged(&bytes, at) {
                 tracing::warn!(
                     file = %path.display(),
                     dropped_bytes = bytes.len() - at,
@@ -282,7 +283,9 @@ fn replay_file(
                 break;
             }
             return Err(StoreError::Codec(format!(
-                "write-ahead log {}: damaged record at byte {at}",
+                "write-ahead log {}: damaged record at byte {at}, which no crash leaves there; \
+                 the commits from it on were acknowledged (truncating the file at that byte \
+                 would drop them)",
                 path.display()
             )));
         };
