@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
 
     tonic_prost_build::configure()
+        // prost's codec with undecodable messages as INVALID_ARGUMENT.
+        .codec_path("crate::api::codec::ProtoCodec")
         .file_descriptor_set_path(&descriptor_path)
         // Well-known types come from pbjson-types so that they carry the
         // canonical JSON mapping (RFC 3339 timestamps) as well.

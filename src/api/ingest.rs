@@ -385,7 +385,11 @@ async fn read_stream(
             }
         }
         if let Some(status) = stream_error {
-            tracing::debug!(%status, "ingest stream ended by the client");
+            // An undecodable message (INVALID_ARGUMENT, see `api::codec`)
+            // ends the stream with its status once the events before it
+            // are answered; a client that reset the stream reads nothing.
+            tracing::debug!(%status, "ingest stream ended by a client error");
+            let _ = pending.send(StreamItem::End(status)).await;
             return;
         }
     }

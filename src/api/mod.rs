@@ -2,6 +2,7 @@
 //! store, encode. Errors become statuses in `status` only.
 
 mod alerts;
+pub mod codec;
 mod config_service;
 mod convert;
 mod ingest;
