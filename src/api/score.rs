@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{convert, now_millis, page_size, Shared};
-use crate::domain::validate::{check_scope, is_valid_name, timestamp_millis};
+use crate::domain::validate::{check_id, check_scope, is_valid_name, timestamp_millis};
 use crate::domain::Millis;
 use crate::error::Error;
 use crate::proto::{
@@ -66,9 +66,7 @@ impl ScoreService for ScoreApi {
         request: Request<GetCustomerScoreRequest>,
     ) -> Result<Response<CustomerScore>, Status> {
         let request = request.into_inner();
-        if request.customer_id.is_empty() {
-            return Err(Error::invalid("customer_id", "must not be empty").into());
-        }
+        check_id(&request.customer_id).map_err(|reason| Error::invalid("customer_id", reason))?;
         let as_of = as_of(request.as_of_time.as_ref())?;
         let store = &self.shared.store;
         let state = store

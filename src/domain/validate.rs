@@ -55,15 +55,8 @@ impl Checker<'_> {
     }
 
     fn id(&mut self, field: &str, value: &str) {
-        if value.is_empty() {
-            self.fail(field, "must not be empty");
-        } else if value.len() > MAX_ID_BYTES {
-            self.fail(
-                field,
-                format!("must be at most {MAX_ID_BYTES} bytes, got {}", value.len()),
-            );
-        } else if value.chars().any(char::is_control) {
-            self.fail(field, "must not contain control characters");
+        if let Err(reason) = check_id(value) {
+            self.fail(field, reason);
         }
     }
 
@@ -92,6 +85,23 @@ impl Checker<'_> {
             self.fail(field, "must be a finite number");
             None
         }
+    }
+}
+
+/// Checks an event, customer or case id: 1..=`MAX_ID_BYTES` bytes, no
+/// control characters (what ingest accepts, so what queries can find).
+pub fn check_id(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Err("must not be empty".into())
+    } else if value.len() > MAX_ID_BYTES {
+        Err(format!(
+            "must be at most {MAX_ID_BYTES} bytes, got {}",
+            value.len()
+        ))
+    } else if value.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(())
     }
 }
 
