@@ -6,56 +6,15 @@
 mod common;
 
 use common::{survey_event, TestServer, T0};
+use gapwatch::api::codec::PreEncoded;
 use gapwatch::proto::{
     EventResult, EventStatus, RecordBatchRequest, RecordBatchResponse, RecordEventResponse,
     RecordSurveyRequest, StreamEventsRequest,
 };
 use http::uri::PathAndQuery;
-use prost::bytes::{Buf, BufMut, Bytes};
+use prost::bytes::Bytes;
 use prost::Message;
-use std::marker::PhantomData;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
-
-/// Sends raw bytes as the request message; decodes the answer as `U`.
-struct RawCodec<U>(PhantomData<fn() -> U>);
-
-struct RawEncoder;
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-struct MessageDecoder<U>(PhantomData<fn() -> U>);
-
-impl<U: prost::Message + Default> Decoder for MessageDecoder<U> {
-    type Item = U;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        U::decode(bytes)
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl<U: prost::Message + Default + Send + 'static> Codec for RawCodec<U> {
-    type Encode = Bytes;
-    type Decode = U;
-    type Encoder = RawEncoder;
-    type Decoder = MessageDecoder<U>;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> MessageDecoder<U> {
-        MessageDecoder(PhantomData)
-    }
-}
 
 const SURVEY: &str = "/gapwatch.v1.IngestService/RecordSurvey";
 const BATCH: &str = "/gapwatch.v1.IngestService/RecordBatch";
@@ -74,7 +33,7 @@ async fn send<U: Message + Default + Send + 'static>(
     grpc.unary::<_, U, _>(
         tonic::Request::new(Bytes::from(body)),
         PathAndQuery::from_static(path),
-        RawCodec(PhantomData),
+        PreEncoded::default(),
     )
     .await
     .map(tonic::Response::into_inner)
@@ -150,7 +109,7 @@ async fn an_undecodable_stream_message_ends_the_stream_after_the_earlier_acks() 
         .streaming::<_, _, EventResult, _>(
             tonic::Request::new(tokio_stream::iter(items)),
             PathAndQuery::from_static(STREAM),
-            RawCodec(PhantomData),
+            PreEncoded::default(),
         )
         .await
         .expect("the stream opens")

@@ -7,21 +7,20 @@
 //! the server, and gapwatch and the ceiling pay the same client cost.
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
-use prost::bytes::{BufMut, Bytes, BytesMut};
+use prost::bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use gapwatch::api::codec::PreEncoded;
 use gapwatch::proto::{
     event, Event, EventResult, EventStatus, InteractionKind, RecordBatchResponse,
     RecordEventResponse, RecordInteractionRequest, RecordSurveyRequest, StreamEventsRequest,
@@ -153,51 +152,6 @@ impl Prepared {
     /// Bytes of all events, for the report.
     pub fn encoded_bytes(&self) -> usize {
         self.stream.len()
-    }
-}
-
-/// Sends pre-encoded request bytes; decodes responses with prost.
-struct RawCodec<U>(PhantomData<fn() -> U>);
-
-impl<U> Default for RawCodec<U> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-struct RawEncoder;
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-struct MessageDecoder<U>(PhantomData<fn() -> U>);
-
-impl<U: Message + Default> Decoder for MessageDecoder<U> {
-    type Item = U;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("bad response: {e}")))
-    }
-}
-
-impl<U: Message + Default + Send + 'static> Codec for RawCodec<U> {
-    type Encode = Bytes;
-    type Decode = U;
-    type Encoder = RawEncoder;
-    type Decoder = MessageDecoder<U>;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> MessageDecoder<U> {
-        MessageDecoder(PhantomData)
     }
 }
 
@@ -484,7 +438,7 @@ async fn unary(phase: Arc<Phase>, channel: Channel) -> anyhow::Result<()> {
             .unary::<_, RecordEventResponse, _>(
                 Request::new(phase.prepared.unary_bytes(i)),
                 PathAndQuery::from_static(path),
-                RawCodec::default(),
+                PreEncoded::default(),
             )
             .await;
         match answer {
@@ -517,7 +471,7 @@ async fn batch(phase: Arc<Phase>, channel: Channel, size: usize) -> anyhow::Resu
             .unary::<_, RecordBatchResponse, _>(
                 Request::new(phase.prepared.stream_bytes(r.clone())),
                 PathAndQuery::from_static(BATCH),
-                RawCodec::default(),
+                PreEncoded::default(),
             )
             .await;
         match answer {
@@ -571,7 +525,7 @@ async fn stream(phase: Arc<Phase>, channel: Channel) -> anyhow::Result<()> {
         .streaming::<_, _, EventResult, _>(
             Request::new(ReceiverStream::new(outbound)),
             PathAndQuery::from_static(STREAM),
-            RawCodec::default(),
+            PreEncoded::default(),
         )
         .await;
     let mut inbound = match response {
