@@ -11,6 +11,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::generate::{bad_text, mostly};
 use common::{attrs, csat, purchase, survey_in, TestServer, T0};
 use gapwatch::domain::validate;
 use gapwatch::proto;
@@ -19,27 +20,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tonic::Code;
 
-/// A valid value mostly, a bad one now and then, so that most requests
-/// carry one or two bad fields among valid ones and many are valid.
-fn mostly<T: std::fmt::Debug + Clone + 'static>(
-    valid: impl Strategy<Value = T> + 'static,
-    bad: impl Strategy<Value = T> + 'static,
-) -> BoxedStrategy<T> {
-    prop_oneof![8 => valid, 1 => bad].boxed()
-}
-
-fn bad_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just(String::new()),
-        "\\PC{1,24}",
-        "[a-z]{0,4}[\\x00-\\x1f\\x7f][a-z]{0,4}",
-        "[a-z=]{200,400}",
-    ]
-}
-
 /// Names the seeded data has (and near misses).
 fn name(known: &'static [&'static str]) -> BoxedStrategy<String> {
     mostly(
+        ODDS,
         prop_oneof![
             3 => prop::sample::select(known).prop_map(String::from),
             1 => "[a-z0-9=_-]{1,16}",
@@ -48,6 +32,9 @@ fn name(known: &'static [&'static str]) -> BoxedStrategy<String> {
     )
 }
 
+/// Odds of a valid field against a bad one.
+const ODDS: u32 = 8;
+
 const SCOPES: &[&str] = &["all", "brand=acme", "region=east", "region=west"];
 const CUSTOMERS: &[&str] = &["alice", "bob", "carol"];
 const KEYS: &[&str] = &["brand", "region", "channel"];
@@ -55,6 +42,7 @@ const DIMENSIONS: &[&str] = &["responsiveness", "empathy", "speed", "tangibles"]
 
 fn page_token() -> BoxedStrategy<String> {
     mostly(
+        ODDS,
         Just(String::new()),
         prop_oneof!["[A-Za-z0-9+/=_-]{1,64}", "\\PC{1,32}", "[a-z]{1000,2000}",],
     )
@@ -62,6 +50,7 @@ fn page_token() -> BoxedStrategy<String> {
 
 fn page_size() -> BoxedStrategy<i32> {
     mostly(
+        ODDS,
         0..200i32,
         prop_oneof![any::<i32>(), Just(i32::MAX), Just(i32::MIN), -5..0i32],
     )
@@ -70,6 +59,7 @@ fn page_size() -> BoxedStrategy<i32> {
 /// An enum number: mostly one the proto defines (`0..=max`).
 fn enum_number(max: i32) -> BoxedStrategy<i32> {
     mostly(
+        ODDS,
         0..=max,
         prop_oneof![any::<i32>(), -3..0i32, max + 1..max + 10],
     )
@@ -77,6 +67,7 @@ fn enum_number(max: i32) -> BoxedStrategy<i32> {
 
 fn number() -> BoxedStrategy<f64> {
     mostly(
+        ODDS,
         1.0..7.0f64,
         prop_oneof![
             Just(f64::NAN),
@@ -90,6 +81,7 @@ fn number() -> BoxedStrategy<f64> {
 
 fn as_of() -> BoxedStrategy<Option<Timestamp>> {
     mostly(
+        ODDS,
         prop_oneof![
             3 => (T0 - 86_400 * 400..T0 + 86_400 * 400, 0..1_000_000_000i32)
                 .prop_map(|(seconds, nanos)| Some(Timestamp { seconds, nanos })),
@@ -199,7 +191,7 @@ fn call() -> impl Strategy<Value = Call> {
                 })
             }),
         (
-            mostly(prop_oneof!["[0-9]{1,3}", "[0-9]{4,25}"], bad_text()),
+            mostly(ODDS, prop_oneof!["[0-9]{1,3}", "[0-9]{4,25}"], bad_text()),
             prop_oneof![Just(String::new()), "\\PC{0,40}", "[a-z ]{2000,3000}"],
             any::<bool>()
         )

@@ -10,8 +10,11 @@
 //! whatever was accepted to the scoring core keeps every customer and
 //! scope report finite and within its scale. Nothing panics.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
+use common::generate::{bad_text, mostly};
 use gapwatch::domain::validate::{self, Context, FieldViolation};
 use gapwatch::domain::{Body, DimensionSpec, Event, Millis, DEFAULT_DIMENSIONS};
 use gapwatch::proto;
@@ -22,28 +25,13 @@ use proptest::prelude::*;
 /// 2026-11-01, the validation clock.
 const NOW: Millis = 1_793_491_200_000;
 const DAY: i64 = 86_400_000;
-
-/// A valid value most of the time, now and then a bad one: most generated
-/// events are accepted (and scored), the rest carry one or a few bad
-/// fields among valid ones, as a buggy producer sends them.
-fn mostly<T: std::fmt::Debug + Clone + 'static>(
-    valid: impl Strategy<Value = T> + 'static,
-    bad: impl Strategy<Value = T> + 'static,
-) -> BoxedStrategy<T> {
-    prop_oneof![30 => valid, 1 => bad].boxed()
-}
-
-fn bad_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just(String::new()),
-        "[a-z]{129,140}",
-        "[a-z]{0,4}[\\x00-\\x1f\\x7f][a-z]{0,4}",
-        "\\PC{1,24}",
-    ]
-}
+/// Odds of a valid field against a bad one: most events are accepted and
+/// scored.
+const ODDS: u32 = 30;
 
 fn event_id() -> BoxedStrategy<String> {
     mostly(
+        ODDS,
         prop_oneof![3 => "[a-z0-9_-]{1,16}", 1 => "\\PC{1,20}"],
         bad_text(),
     )
@@ -52,6 +40,7 @@ fn event_id() -> BoxedStrategy<String> {
 /// A few customers, so that histories build up.
 fn customer_id() -> BoxedStrategy<String> {
     mostly(
+        ODDS,
         prop_oneof![8 => "cust-[0-2]", 1 => "\\PC{1,20}"],
         bad_text(),
     )
@@ -68,7 +57,7 @@ fn bad_int() -> impl Strategy<Value = i32> {
 }
 
 fn scale(lo: i32, hi: i32) -> BoxedStrategy<i32> {
-    mostly(lo..=hi, bad_int())
+    mostly(ODDS, lo..=hi, bad_int())
 }
 
 /// Finite values, extreme ones included: validation accepts them, so
@@ -103,7 +92,7 @@ fn amount() -> BoxedStrategy<f64> {
         1 => Just(1e300),
         2 => Just(f64::MAX),
     ];
-    mostly(valid, bad_number())
+    mostly(ODDS, valid, bad_number())
 }
 
 fn timestamp() -> BoxedStrategy<Option<Timestamp>> {
@@ -137,7 +126,7 @@ fn timestamp() -> BoxedStrategy<Option<Timestamp>> {
             nanos: 0
         })),
     ];
-    mostly(valid, bad)
+    mostly(ODDS, valid, bad)
 }
 
 fn attributes() -> BoxedStrategy<HashMap<String, String>> {
@@ -154,11 +143,12 @@ fn attributes() -> BoxedStrategy<HashMap<String, String>> {
         prop_oneof!["[a-z]{1,8}", bad_text()],
         0..12,
     );
-    mostly(valid, bad)
+    mostly(ODDS, valid, bad)
 }
 
 fn dimension() -> BoxedStrategy<String> {
     mostly(
+        ODDS,
         prop::sample::select(DEFAULT_DIMENSIONS.to_vec()).prop_map(String::from),
         bad_text(),
     )
@@ -213,8 +203,8 @@ fn survey() -> impl Strategy<Value = proto::Survey> {
 /// Which of the two measured pairs an interaction carries (each needs a
 /// dimension).
 fn measures() -> impl Strategy<Value = (String, [Option<f64>; 4])> {
-    let value = || mostly(valid_number(), bad_number());
-    let dropped = || mostly(Just(false), Just(true));
+    let value = || mostly(ODDS, valid_number(), bad_number());
+    let dropped = || mostly(ODDS, Just(false), Just(true));
     prop_oneof![
         2 => Just((String::new(), [None; 4])),
         2 => (dimension(), value(), value(), dropped()).prop_map(|(d, standard, actual, drop)| {
@@ -231,6 +221,7 @@ fn measures() -> impl Strategy<Value = (String, [Option<f64>; 4])> {
 
 fn interaction() -> impl Strategy<Value = proto::Interaction> {
     let kind = mostly(
+        ODDS,
         1..=8i32,
         prop_oneof![Just(0), -3..0i32, 9..20i32, any::<i32>()],
     );
@@ -238,18 +229,23 @@ fn interaction() -> impl Strategy<Value = proto::Interaction> {
         .prop_flat_map(|(kind, optional)| {
             // PURCHASE and RETURN need an amount, complaints a case id.
             let amount = if matches!(kind, 1 | 2) || optional {
-                mostly(amount().prop_map(Some), Just(None))
+                mostly(ODDS, amount().prop_map(Some), Just(None))
             } else {
                 Just(None).boxed()
             };
             let case_id = if (4..=6).contains(&kind) || !optional {
-                mostly(event_id(), Just(String::new()))
+                mostly(ODDS, event_id(), Just(String::new()))
             } else {
-                mostly(Just(String::new()), bad_text())
+                mostly(ODDS, Just(String::new()), bad_text())
             };
             (
                 (event_id(), customer_id(), timestamp(), attributes()),
-                (Just(kind), amount, case_id, mostly(0..=2i32, bad_int())),
+                (
+                    Just(kind),
+                    amount,
+                    case_id,
+                    mostly(ODDS, 0..=2i32, bad_int()),
+                ),
                 (measures(), prop::option::of(any::<bool>())),
             )
         })
@@ -409,7 +405,7 @@ fn check_scope(r: &ScopeReport) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn any_wire_event_is_refused_with_its_fields_or_scored_within_range(

@@ -7,6 +7,7 @@
 //! deterministic. The default half-life is 30 days.
 #![allow(dead_code)] // each test crate uses a different part of the harness
 pub mod child;
+pub mod generate;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
