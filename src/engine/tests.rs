@@ -287,3 +287,43 @@ async fn open_alerts_are_counted_with_their_commits() {
     assert_eq!(open.count(AlertKind::ChurnRisk), 2);
     assert_eq!(open.count(AlertKind::SatisfactionDrop), 0);
 }
+
+/// A commit whose record cannot be synced is answered UNAVAILABLE, and so
+/// is every later write, the device healthy again or not (sled may hold
+/// writes that were never made durable). After a restart nothing
+/// acknowledged is missing, and retries are answered once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_refuses_every_later_write_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(1_000);
+    let unavailable = |outcomes: Vec<Outcome>| {
+        matches!(
+            outcomes.as_slice(),
+            [Outcome::Rejected(crate::error::Error::Unavailable(_))]
+        )
+    };
+    {
+        let store = Store::open(dir.path(), &config.store_options()).unwrap();
+        let engine = start(store.clone(), &config);
+        let handle = engine.handle();
+        assert_eq!(one(&handle, survey("a", "alice", 4)).await.0, "accepted");
+        store.fail_next_sync();
+        let b = handle.ingest(vec![survey("b", "alice", 5)]).await.unwrap();
+        assert!(unavailable(b), "the failed commit is not acknowledged");
+        let c = handle.ingest(vec![survey("c", "bob", 3)]).await;
+        assert!(c.map_or(true, unavailable), "a later commit is refused too");
+        engine.shutdown().await;
+    }
+    let store = Store::open(dir.path(), &config.store_options()).unwrap();
+    let engine = start(store.clone(), &config);
+    let handle = engine.handle();
+    assert_eq!(one(&handle, survey("a", "alice", 4)).await.0, "duplicate");
+    // `b` reached the log before its sync failed, so the restart may have
+    // kept it: a retry is then a duplicate, never a second copy.
+    let (b, _) = one(&handle, survey("b", "alice", 5)).await;
+    assert!(matches!(b, "accepted" | "duplicate"));
+    assert_eq!(one(&handle, survey("c", "bob", 3)).await.0, "accepted");
+    assert_eq!(surveys(&store, "alice"), 2);
+    assert_eq!(surveys(&store, "bob"), 1);
+    engine.shutdown().await;
+}

@@ -485,6 +485,12 @@ impl Store {
         })
     }
 
+    /// Tests: the next commit's sync to the device fails.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) {
+        self.wal.fail_next_sync();
+    }
+
     /// Bytes in the write-ahead log not checkpointed yet (tests).
     #[cfg(test)]
     pub fn wal_pending_bytes(&self) -> u64 {

@@ -60,6 +60,9 @@ pub(super) struct Wal {
     interval: Duration,
     active: Mutex<Active>,
     checkpointer: Checkpointer,
+    /// Tests: the next sync fails as a device error would.
+    #[cfg(test)]
+    fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 /// The file being written.
@@ -138,7 +141,16 @@ impl Wal {
                 buffer: Vec::new(),
                 failed: None,
             }),
+            #[cfg(test)]
+            fail_next_sync: Default::default(),
         })
+    }
+
+    /// Tests: makes the next commit's sync fail.
+    #[cfg(test)]
+    pub(super) fn fail_next_sync(&self) {
+        self.fail_next_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Hands the files a start replayed to the checkpoint thread, once
@@ -176,6 +188,14 @@ impl Wal {
         let synced = written.and_then(|()| match self.sync_to_device {
             true => active.file.sync_data(),
             false => Ok(()),
+        });
+        #[cfg(test)]
+        let synced = synced.and_then(|()| {
+            use std::sync::atomic::Ordering;
+            match self.fail_next_sync.swap(false, Ordering::SeqCst) {
+                true => Err(io::Error::other("injected device failure")),
+                false => Ok(()),
+            }
         });
         if let Err(e) = synced.map_err(StoreError::from).and_then(|()| apply()) {
             active.failed = Some(e.to_string());
