@@ -29,7 +29,7 @@ use self::alert_latency::{AlertReport, Subscriber};
 use self::child::{Child, Rss, Stop, WorkDir};
 use self::load::{Mode, Plan, Prepared, Tally, Timings};
 use self::stats::Latency;
-use super::demo::Workload;
+use super::workload::Workload;
 use gapwatch::proto::{
     config_service_client::ConfigServiceClient, score_service_client::ScoreServiceClient,
     Dimension, GetScopeScoreRequest, PutDimensionRequest,

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod score;
 mod send;
+mod workload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
