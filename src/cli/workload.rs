@@ -11,19 +11,15 @@ use std::collections::BinaryHeap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use gapwatch::domain::DEFAULT_DIMENSIONS;
 use gapwatch::proto::{
     event, DimensionRating, Event, Interaction, InteractionKind, Severity, Survey,
 };
 
 const BRANDS: [&str; 3] = ["acme", "globex", "initech"];
 const REGIONS: [&str; 4] = ["east", "west", "north", "south"];
-const DIMENSIONS: [&str; 5] = [
-    "tangibles",
-    "reliability",
-    "responsiveness",
-    "assurance",
-    "empathy",
-];
+/// The five SERVQUAL dimensions every survey rates.
+const DIMENSIONS: [&str; 5] = DEFAULT_DIMENSIONS;
 pub(super) const DAYS: f64 = 90.0;
 pub(super) const MILLIS_PER_DAY: f64 = 86_400_000.0;
 const MILLIS_PER_HOUR: f64 = 3_600_000.0;
