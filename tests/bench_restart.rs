@@ -39,6 +39,18 @@ fn a_killed_server_restarts_with_every_acknowledged_event() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let gapwatch = &report["gapwatch"];
     assert_eq!(gapwatch["accepted"], 4000, "{gapwatch}");
+    // CPU over the measured phase: the server's, and the whole machine's
+    // (busy cores and steal), so a reader can tell a saturated machine.
+    assert!(
+        gapwatch["server_cpu_cores"].as_f64().unwrap() > 0.0,
+        "{gapwatch}"
+    );
+    let busy = gapwatch["machine_busy_cores"].as_f64().unwrap();
+    let cpus = report["machine"]["cpus"].as_f64().unwrap();
+    // Ticks of 10 ms over a short phase: a loose bound, against a wrong unit.
+    assert!(busy > 0.0 && busy <= cpus * 1.5, "{busy} of {cpus}");
+    let steal = gapwatch["machine_steal_percent"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&steal), "{steal}");
     let restart = &gapwatch["restart"];
     assert_eq!(restart["signal"], "SIGKILL");
     // Warm-up and measured events, all accepted (fresh data dir).

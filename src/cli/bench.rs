@@ -217,6 +217,10 @@ struct TargetReport {
     server_cpu_cores_by_thread: BTreeMap<String, f64>,
     /// CPU of the bench itself (the load generator) over the same time.
     client_cpu_cores: Option<f64>,
+    /// The whole machine over the same time: cores busy (of `machine.cpus`)
+    /// and the share of its CPU time the hypervisor gave to other guests.
+    machine_busy_cores: Option<f64>,
+    machine_steal_percent: Option<f64>,
     server_rss_bytes: Option<u64>,
     server_peak_rss_bytes: Option<u64>,
     data_dir_bytes: Option<u64>,
@@ -571,6 +575,8 @@ async fn measure(
             .map(|s| s * 1e6 / phase.acked as f64),
         server_cpu_cores_by_thread: cpu.server_cores_by_thread,
         client_cpu_cores: cpu.client_cores,
+        machine_busy_cores: cpu.machine_busy_cores,
+        machine_steal_percent: cpu.machine_steal_percent,
         server_rss_bytes: None,
         server_peak_rss_bytes: None,
         data_dir_bytes: None,
@@ -590,6 +596,7 @@ struct CpuClock {
     server: Option<f64>,
     server_threads: BTreeMap<String, f64>,
     client: Option<f64>,
+    machine: Option<child::MachineTicks>,
 }
 
 struct CpuUse {
@@ -599,6 +606,8 @@ struct CpuUse {
     /// sled's I/O threads…): where the server's cores went.
     server_cores_by_thread: BTreeMap<String, f64>,
     client_cores: Option<f64>,
+    machine_busy_cores: Option<f64>,
+    machine_steal_percent: Option<f64>,
 }
 
 impl CpuClock {
@@ -611,6 +620,7 @@ impl CpuClock {
                 .map(child::cpu_seconds_by_thread)
                 .unwrap_or_default(),
             client: child::cpu_seconds(std::process::id()),
+            machine: child::machine_ticks(),
         }
     }
 
@@ -634,11 +644,19 @@ impl CpuClock {
                 Some((group, cores(Some(now - before).filter(|s| *s >= 0.0))?))
             })
             .collect();
+        let machine = self.machine.zip(child::machine_ticks()).and_then(|(a, b)| {
+            let busy = b.busy.checked_sub(a.busy)?;
+            let steal = b.steal.checked_sub(a.steal)?;
+            let total = b.total.checked_sub(a.total).filter(|t| *t > 0)?;
+            Some((busy as f64 / 100.0, 100.0 * steal as f64 / total as f64))
+        });
         CpuUse {
             server_seconds,
             server_cores: cores(server_seconds),
             server_cores_by_thread,
             client_cores: cores(client_seconds),
+            machine_busy_cores: cores(machine.map(|(busy, _)| busy)),
+            machine_steal_percent: machine.map(|(_, steal)| steal),
         }
     }
 }
@@ -747,6 +765,13 @@ fn human(r: &Report) -> String {
             .collect();
         if !busy.is_empty() {
             let _ = writeln!(o, "  server threads   {} (cores)", busy.join(", "));
+        }
+        if let (Some(cores), Some(steal)) = (t.machine_busy_cores, t.machine_steal_percent) {
+            let _ = writeln!(
+                o,
+                "  machine          {cores:.2} of {} cores busy, steal {steal:.1}%",
+                r.machine.cpus
+            );
         }
         let _ = writeln!(
             o,

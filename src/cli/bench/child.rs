@@ -254,6 +254,43 @@ fn thread_group(stat: &str) -> Option<String> {
     Some(if base.is_empty() { name } else { base }.to_string())
 }
 
+/// The whole machine's CPU time so far, from the `cpu` line of
+/// `/proc/stat` (in clock ticks; see `parse_cpu_seconds`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MachineTicks {
+    /// Every state but idle and iowait: what ran.
+    pub busy: u64,
+    /// Time the hypervisor ran something else while this guest wanted to
+    /// run (counted in `busy` too).
+    pub steal: u64,
+    pub total: u64,
+}
+
+pub fn machine_ticks() -> Option<MachineTicks> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal …` (guest time is
+/// already inside user and nice, so it is not added again).
+fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else {
+        return None;
+    };
+    let busy = user + nice + system + irq + softirq + steal;
+    Some(MachineTicks {
+        busy,
+        steal,
+        total: busy + idle + iowait,
+    })
+}
+
 /// `utime` and `stime`, fields 14 and 15 of a `/proc/PID/stat` line, in
 /// clock ticks of 1/100 s (`USER_HZ`, fixed at 100 in Linux's interface to
 /// user space). The name (field 2) may hold spaces and parentheses, so the
@@ -321,6 +358,22 @@ impl Drop for WorkDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_machine_line_of_proc_stat() {
+        let stat = "cpu  100 5 40 800 20 0 3 12 7 0\ncpu0 50 2 20 400 10 0 1 6 3 0\nintr 1 2\n";
+        let ticks = parse_machine_ticks(stat).expect("parsed");
+        assert_eq!(
+            ticks,
+            MachineTicks {
+                busy: 100 + 5 + 40 + 3 + 12,
+                steal: 12,
+                total: 100 + 5 + 40 + 800 + 20 + 3 + 12,
+            }
+        );
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_machine_ticks("cpu  1 2 3\n"), None, "too few fields");
+    }
 
     #[test]
     fn cpu_time_is_read_after_a_name_with_spaces_and_parentheses() {
