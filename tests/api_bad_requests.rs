@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::generate::{bad_text, mostly};
+use common::generate::{bad_text, bad_timestamp, mostly};
 use common::{attrs, csat, purchase, survey_in, TestServer, T0};
 use gapwatch::domain::validate;
 use gapwatch::proto;
@@ -88,20 +88,7 @@ fn as_of() -> BoxedStrategy<Option<Timestamp>> {
             1 => Just(None),
         ],
         prop_oneof![
-            (any::<i64>(), any::<i32>())
-                .prop_map(|(seconds, nanos)| Some(Timestamp { seconds, nanos })),
-            Just(Some(Timestamp {
-                seconds: i64::MAX,
-                nanos: 999_999_999
-            })),
-            Just(Some(Timestamp {
-                seconds: i64::MIN,
-                nanos: 0
-            })),
-            Just(Some(Timestamp {
-                seconds: T0,
-                nanos: -1
-            })),
+            bad_timestamp(T0).prop_map(Some),
             Just(Some(Timestamp {
                 seconds: -1,
                 nanos: 0

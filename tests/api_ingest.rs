@@ -704,29 +704,16 @@ async fn stream_acks_every_event_in_order() {
     // i - 3 (a valid one: same id, same customer); the rest: valid, unique.
     let original = |i: usize| if i % 10 == 3 && i >= 10 { i - 3 } else { i };
     let id = |i: usize| format!("st-{}", original(i));
-    let requests: Vec<proto::StreamEventsRequest> = (0..N)
+    let events: Vec<Event> = (0..N)
         .map(|i| {
             let csat_value = if i % 10 == 7 { 9 } else { (i % 5) as i32 + 1 };
-            let s = Survey {
+            survey_event(Survey {
                 csat: Some(csat_value),
                 ..survey(&id(i), &format!("c{}", original(i) % 40), T0 + i as i64)
-            };
-            proto::StreamEventsRequest {
-                event: Some(survey_event(s)),
-            }
+            })
         })
         .collect();
-    let mut acks = server
-        .ingest
-        .clone()
-        .stream_events(tokio_stream::iter(requests))
-        .await
-        .expect("stream")
-        .into_inner();
-    let mut results = Vec::with_capacity(N);
-    while let Some(r) = acks.message().await.expect("ack") {
-        results.push(r);
-    }
+    let results = server.stream_all(events).await;
     assert_eq!(results.len(), N);
 
     let mut next_sequence = 1;

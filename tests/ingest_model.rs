@@ -160,26 +160,12 @@ async fn make(server: &TestServer, call: &Call) -> Vec<Answer> {
                 .expect("a batch is answered per event");
             results.iter().map(from_result).collect()
         }
-        Call::Stream(draws) => {
-            let requests: Vec<_> = draws
-                .iter()
-                .map(|d| proto::StreamEventsRequest {
-                    event: Some(d.event()),
-                })
-                .collect();
-            let mut results = server
-                .ingest
-                .clone()
-                .stream_events(tokio_stream::iter(requests))
-                .await
-                .expect("the stream opens")
-                .into_inner();
-            let mut answers = Vec::new();
-            while let Some(result) = results.message().await.expect("the stream ends cleanly") {
-                answers.push(from_result(&result));
-            }
-            answers
-        }
+        Call::Stream(draws) => server
+            .stream_all(draws.iter().map(Draw::event).collect())
+            .await
+            .iter()
+            .map(from_result)
+            .collect(),
     }
 }
 

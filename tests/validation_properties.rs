@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use common::generate::{bad_text, mostly};
+use common::generate::{bad_text, bad_timestamp, mostly};
 use gapwatch::domain::validate::{self, Context, FieldViolation};
 use gapwatch::domain::{Body, DimensionSpec, Event, Millis, DEFAULT_DIMENSIONS};
 use gapwatch::proto;
@@ -107,20 +107,7 @@ fn timestamp() -> BoxedStrategy<Option<Timestamp>> {
         .prop_map(|(seconds, nanos)| Some(Timestamp { seconds, nanos }));
     let bad = prop_oneof![
         Just(None),
-        (any::<i64>(), any::<i32>())
-            .prop_map(|(seconds, nanos)| Some(Timestamp { seconds, nanos })),
-        Just(Some(Timestamp {
-            seconds: i64::MAX,
-            nanos: 0
-        })),
-        Just(Some(Timestamp {
-            seconds: i64::MIN,
-            nanos: 0
-        })),
-        Just(Some(Timestamp {
-            seconds: NOW / 1000,
-            nanos: -1
-        })),
+        bad_timestamp(NOW / 1000).prop_map(Some),
         Just(Some(Timestamp {
             seconds: NOW / 1000 + 3_600,
             nanos: 0

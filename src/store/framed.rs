@@ -32,10 +32,7 @@ pub(super) struct Frame<'a> {
 /// written can show after a power cut) is not taken for frames.
 pub(super) fn read(bytes: &[u8], at: usize) -> Option<Frame<'_>> {
     let header = bytes.get(at..at + HEADER)?;
-    let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    if length == 0 {
-        return None;
-    }
+    let length = payload_length(bytes, at)?;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     let end = at + HEADER + length;
     let payload = bytes.get(at + HEADER..end)?;
@@ -47,11 +44,14 @@ pub(super) fn read(bytes: &[u8], at: usize) -> Option<Frame<'_>> {
 /// a write cut short (that is always a file's last frame) but bytes that
 /// changed afterwards. Damage to the length itself is not told apart.
 pub(super) fn intact_after_damaged(bytes: &[u8], at: usize) -> bool {
-    let Some(length) = bytes.get(at..at + 4) else {
-        return false;
-    };
-    let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
-    length != 0 && read(bytes, at + HEADER + length).is_some()
+    payload_length(bytes, at).is_some_and(|length| read(bytes, at + HEADER + length).is_some())
+}
+
+/// The payload length a frame header at `at` states; `None` for zero (no
+/// frame: see [`read`]) or where the bytes end first.
+fn payload_length(bytes: &[u8], at: usize) -> Option<usize> {
+    let length = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().expect("4 bytes"));
+    (length != 0).then_some(length as usize)
 }
 
 /// The path of file `number` in `dir`.

@@ -1,5 +1,6 @@
 //! Strategies the property tests share for bad input.
 
+use pbjson_types::Timestamp;
 use proptest::prelude::*;
 
 /// `valid` `odds` times out of `odds + 1`, otherwise `bad`: most generated
@@ -22,5 +23,26 @@ pub fn bad_text() -> impl Strategy<Value = String> {
         "[a-z=]{200,400}",
         "[a-z]{0,4}[\\x00-\\x1f\\x7f][a-z]{0,4}",
         "\\PC{1,24}",
+    ]
+}
+
+/// Timestamps no clock gives: any seconds and nanos, the extremes, and a
+/// negative nano at `seconds`.
+pub fn bad_timestamp(seconds: i64) -> impl Strategy<Value = Timestamp> {
+    prop_oneof![
+        (any::<i64>(), any::<i32>()).prop_map(|(seconds, nanos)| Timestamp { seconds, nanos }),
+        Just(Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        }),
+        Just(Timestamp {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        }),
+        Just(Timestamp {
+            seconds: i64::MIN,
+            nanos: 0,
+        }),
+        Just(Timestamp { seconds, nanos: -1 }),
     ]
 }

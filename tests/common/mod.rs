@@ -186,6 +186,27 @@ impl TestServer {
             .map(|r| r.into_inner().results)
     }
 
+    /// Streams `events` over one StreamEvents call and returns every result,
+    /// in order, once the server has ended the stream cleanly.
+    pub async fn stream_all(&self, events: Vec<Event>) -> Vec<proto::EventResult> {
+        let requests: Vec<_> = events
+            .into_iter()
+            .map(|event| proto::StreamEventsRequest { event: Some(event) })
+            .collect();
+        let mut acks = self
+            .ingest
+            .clone()
+            .stream_events(tokio_stream::iter(requests))
+            .await
+            .expect("the stream opens")
+            .into_inner();
+        let mut results = Vec::new();
+        while let Some(result) = acks.message().await.expect("the stream ends cleanly") {
+            results.push(result);
+        }
+        results
+    }
+
     /// Records events in batches of at most 1,000; every one must be
     /// accepted.
     pub async fn accept_all(&self, events: &[Event]) {
